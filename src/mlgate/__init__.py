@@ -1,0 +1,3 @@
+"""mlgate: tracked training, gated promotion and inference for tabular scikit-learn models."""
+
+__version__ = "0.1.0"

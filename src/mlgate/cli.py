@@ -1,0 +1,182 @@
+"""The one command line: `mlgate <step>` (also `python -m mlgate <step>`). Each command parses, loads the
+config and calls one function; errors end in one line saying why."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mlgate.config import DEFAULT_CONFIG_PATH, load_config
+
+log = logging.getLogger("mlgate")
+
+EXIT_ERROR = 1
+EXIT_REJECTED = 3  # the promotion gate said no: not an error, a decision
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "botocore", "py4j", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def step_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command body; turn any exception into a one-line reason at the end and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the CLI boundary reports every failure in one line
+            log.debug("traceback", exc_info=True)
+            click.echo(f"mlgate {fn.__name__.replace('_cmd', '')} failed: {_describe(exc)}", err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper
+
+
+def _describe(exc: BaseException) -> str:
+    from mlgate.tracking import describe_error
+
+    return describe_error(exc)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    default=str(DEFAULT_CONFIG_PATH),
+    show_default=True,
+    envvar="MLGATE_CONFIG",
+    help="The pipeline config file.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, with tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
+    """mlgate: validate, train, evaluate, register and promote a tabular scikit-learn model with MLflow."""
+    _configure_logging(verbose)
+    ctx.obj = {"config_path": config_path}
+
+
+def _blank_is_none(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """MLproject passes unset optional parameters as empty strings."""
+    return value or None
+
+
+def _config(ctx: click.Context, **overrides: Any):
+    return load_config(ctx.obj["config_path"], {k: v for k, v in overrides.items() if v is not None})
+
+
+@cli.command("validate")
+@click.option(
+    "--data", "source", default=None, callback=_blank_is_none, help="Table to validate instead of data.source."
+)
+@click.pass_context
+@step_command
+def validate_cmd(ctx: click.Context, source: str | None) -> None:
+    """Check the data against the schema; quarantine bad rows; log the accepted dataset."""
+    from mlgate.validate import validate
+
+    validate(_config(ctx), source=source)
+
+
+@cli.command("train")
+@click.option("--data", "data_path", default=None, help="Validated table (default: validate's output).")
+@click.pass_context
+@step_command
+def train_cmd(ctx: click.Context, data_path: str | None) -> None:
+    """Fit the preprocessing + estimator pipeline and log it as an MLflow model."""
+    from mlgate.train import train
+
+    train(_config(ctx), data_path=data_path)
+
+
+@cli.command("evaluate")
+@click.pass_context
+@step_command
+def evaluate_cmd(ctx: click.Context) -> None:
+    """Evaluate the candidate and the current champion on the held-out split; write the report."""
+    from mlgate.evaluate import evaluate
+
+    evaluate(_config(ctx))
+
+
+@cli.command("register")
+@click.pass_context
+@step_command
+def register_cmd(ctx: click.Context) -> None:
+    """Register the candidate as a new model version with lineage tags and the challenger alias."""
+    from mlgate.registry import register
+
+    register(_config(ctx))
+
+
+@cli.command("promote")
+@click.option(
+    "--dry-run",
+    type=click.BOOL,
+    is_flag=False,
+    flag_value=True,
+    default=False,
+    help="Report the gate's decision without moving any alias (also --dry-run=true|false).",
+)
+@click.pass_context
+@step_command
+def promote_cmd(ctx: click.Context, dry_run: bool) -> None:
+    """The gate: move the champion alias to the challenger if every threshold passes (exit 3 if not)."""
+    from mlgate.registry import promote
+
+    decision = promote(_config(ctx), dry_run=dry_run)
+    if not decision.passed:
+        sys.exit(EXIT_REJECTED)
+
+
+@cli.command("rollback")
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    callback=_blank_is_none,
+    help="Version to restore (default: the previous champion).",
+)
+@click.option("--reason", default="manual rollback", show_default=True, help="Recorded in the audit trail.")
+@click.pass_context
+@step_command
+def rollback_cmd(ctx: click.Context, version: str | None, reason: str) -> None:
+    """Move the champion alias back to the previous champion, or to a given version."""
+    from mlgate.registry import rollback
+
+    rollback(_config(ctx), version=version, reason=reason)
+
+
+@cli.command("run")
+@click.option("--dry-run", is_flag=True, help="Run every step but leave the champion alias where it is.")
+@click.pass_context
+@step_command
+def run_cmd(ctx: click.Context, dry_run: bool) -> None:
+    """The whole chain: validate, train, evaluate, register, promote; ends with a summary."""
+    from mlgate.pipeline import run_pipeline
+
+    summary = run_pipeline(_config(ctx), dry_run=dry_run)
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    if not summary["promoted"] and not summary["already_champion"]:
+        sys.exit(EXIT_REJECTED)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="mlgate")

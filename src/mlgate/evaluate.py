@@ -1,0 +1,118 @@
+"""Step 3, evaluate: score the candidate and the current champion on the same held-out split, write the report."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from sklearn.inspection import permutation_importance
+
+from mlgate.config import PipelineConfig
+from mlgate.gate import decide
+from mlgate.io import read_step_result, read_table, write_json, write_text
+from mlgate.models import allow_model_loading, champion_version
+from mlgate.report import render_report
+from mlgate.tracking import TAG_PREFIX, step_run
+
+log = logging.getLogger(__name__)
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+
+
+def _evaluate_model(model_uri: str, test: pd.DataFrame, target: str, prefix: str = "") -> dict[str, float]:
+    result = mlflow.models.evaluate(
+        model=model_uri,
+        data=test,
+        targets=target,
+        model_type="classifier",
+        evaluators=["default"],
+        evaluator_config={
+            "default": {
+                "metric_prefix": prefix,
+                "log_model_explainability": False,
+                "log_metrics_with_dataset_info": False,
+            }
+        },
+    )
+    return {k.removeprefix(prefix): v for k, v in _scalar_metrics(result.metrics).items()}
+
+
+def _log_feature_importance(model_uri: str, test: pd.DataFrame, cfg: PipelineConfig) -> None:
+    """Permutation importance of each input column on the held-out split, as a chart and a table."""
+    model = mlflow.sklearn.load_model(model_uri)
+    features = cfg.data.feature_names
+    result = permutation_importance(
+        model, test[features], test[cfg.data.target], n_repeats=5, random_state=cfg.split.seed, n_jobs=1
+    )
+    table = pd.DataFrame(
+        {"feature": features, "importance_mean": result.importances_mean, "importance_std": result.importances_std}
+    ).sort_values("importance_mean")
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(features) + 1))
+    ax.barh(table["feature"], table["importance_mean"], xerr=table["importance_std"])
+    ax.set_xlabel("permutation importance (drop in accuracy)")
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        fig.savefig(Path(tmp) / "feature_importance.png")
+        table.to_csv(Path(tmp) / "feature_importance.csv", index=False)
+        mlflow.log_artifacts(tmp, artifact_path="evaluation")
+    plt.close(fig)
+
+
+def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
+    """Evaluate the candidate from ``train`` and the current champion (if any) on the same test split.
+
+    Returns:
+        The content of ``<outputs>/evaluation.json``: candidate and champion metrics and the gate's verdict
+        per threshold. ``<outputs>/report.md`` holds the same as a Markdown table.
+    """
+    trained = read_step_result(cfg.outputs, "train")
+    test = read_table(trained["test_path"])
+    target = cfg.data.target
+    champion = champion_version(cfg)
+    champion_metrics: dict[str, float] | None = None
+    champion_error: str | None = None
+    with allow_model_loading(), step_run(cfg, "evaluate") as run:
+        mlflow.set_tag(f"{TAG_PREFIX}candidate_run_id", trained["run_id"])
+        candidate_metrics = _evaluate_model(trained["model_uri"], test, target)
+        _log_feature_importance(trained["model_uri"], test, cfg)
+        if champion is not None:
+            mlflow.set_tag(f"{TAG_PREFIX}champion_version", str(champion.version))
+            try:
+                champion_metrics = _evaluate_model(
+                    f"models:/{cfg.model_name}/{champion.version}", test, target, prefix="champion_"
+                )
+            except (MlflowException, KeyError, ValueError) as exc:
+                champion_error = f"the champion (version {champion.version}) cannot score this split: {exc}"
+                log.warning("evaluate: %s", champion_error)
+    decision = decide(cfg.promotion.thresholds, candidate_metrics, champion_metrics)
+    evaluation = {
+        "evaluate_run_id": run.info.run_id,
+        "candidate": {"run_id": trained["run_id"], "model_uri": trained["model_uri"], "metrics": candidate_metrics},
+        "champion": (
+            None
+            if champion is None
+            else {"version": str(champion.version), "run_id": champion.run_id, "metrics": champion_metrics}
+        ),
+        "champion_error": champion_error,
+        "test_rows": len(test),
+        "gate": decision.to_dict(),
+    }
+    write_json(evaluation, cfg.outputs / "evaluation.json")
+    write_text(render_report(cfg, evaluation), cfg.outputs / "report.md")
+    shown = {t.metric: candidate_metrics.get(t.metric) for t in cfg.promotion.thresholds}
+    log.info(
+        "evaluate: candidate %s on %d rows; champion %s; gate would %s",
+        shown,
+        len(test),
+        "none" if champion is None else f"v{champion.version} {({m: (champion_metrics or {}).get(m) for m in shown})}",
+        "pass" if decision.passed else "reject",
+    )
+    return evaluation

@@ -1,0 +1,46 @@
+"""Looking models up in the registry by alias, and loading them under an explicit trust decision."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from mlgate.config import PipelineConfig
+
+# MLflow refuses to deserialize any model (skops included) unless this is set: loading runs code from the
+# artifact. mlgate loads only models from the team's own registry, which training wrote with an allow-list.
+ALLOW_LOADING_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+
+@contextmanager
+def allow_model_loading() -> Iterator[None]:
+    """Let MLflow deserialize models for the duration of the block, then restore the setting."""
+    before = os.environ.get(ALLOW_LOADING_ENV)
+    os.environ[ALLOW_LOADING_ENV] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ALLOW_LOADING_ENV, None)
+        else:
+            os.environ[ALLOW_LOADING_ENV] = before
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None when the model or the alias does not exist."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def champion_version(cfg: PipelineConfig, client: MlflowClient | None = None) -> ModelVersion | None:
+    """The current champion of the configured model, if any."""
+    return version_by_alias(client or MlflowClient(), cfg.model_name, cfg.promotion.aliases.champion)

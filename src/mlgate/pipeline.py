@@ -1,0 +1,58 @@
+"""The whole chain, validate -> train -> evaluate -> register -> promote, as one parent run with a child per step."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import mlflow
+
+from mlgate.config import PipelineConfig
+from mlgate.evaluate import evaluate
+from mlgate.registry import promote, register
+from mlgate.tracking import TAG_PREFIX, git_commit
+from mlgate.train import train
+from mlgate.validate import validate
+
+log = logging.getLogger(__name__)
+
+
+def run_pipeline(cfg: PipelineConfig, dry_run: bool = False) -> dict[str, Any]:
+    """Run every step in order; stop at the first failure.
+
+    Returns:
+        A summary: rows, model version, candidate metrics, the gate's verdict and the champion after the run.
+    """
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(cfg.experiment)
+    with mlflow.start_run(run_name="pipeline") as parent:
+        mlflow.set_tags({f"{TAG_PREFIX}step": "pipeline", f"{TAG_PREFIX}git_commit": git_commit()})
+        validated = validate(cfg)
+        trained = train(cfg)
+        evaluation = evaluate(cfg)
+        registered = register(cfg)
+        result = promote(cfg, dry_run=dry_run)
+    champion = registered["version"] if result.promoted or result.already_champion else result.previous
+    summary = {
+        "pipeline_run_id": parent.info.run_id,
+        "rows_in": validated["rows_in"],
+        "rows_quarantined": validated["rows_quarantined"],
+        "model_name": cfg.model_name,
+        "candidate_version": registered["version"],
+        "candidate_run_id": trained["run_id"],
+        "metrics": {t.metric: evaluation["candidate"]["metrics"].get(t.metric) for t in cfg.promotion.thresholds},
+        "gate_passed": result.passed,
+        "promoted": result.promoted,
+        "already_champion": result.already_champion,
+        "champion_version": champion,
+        "tracking_uri": mlflow.get_tracking_uri(),
+    }
+    log.info(
+        "pipeline: %s v%s %s; champion is v%s",
+        cfg.model_name,
+        registered["version"],
+        "promoted" if result.promoted else "not promoted",
+        champion,
+    )
+    return summary

@@ -1,0 +1,314 @@
+"""Steps 4-6, register, promote and rollback: model versions, aliases, the promotion lock and the audit trail.
+
+Every change to the registry here either completes or is undone: a version whose tagging or aliasing fails
+is deleted again, and an alias whose audit record cannot be written is moved back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from mlgate.config import PipelineConfig
+from mlgate.gate import Check, Decision, decide
+from mlgate.io import read_step_result, write_json
+from mlgate.models import version_by_alias
+from mlgate.tracking import TAG_PREFIX, git_commit
+
+log = logging.getLogger(__name__)
+
+AUDIT_PREFIX = f"{TAG_PREFIX}audit."
+LOCK_SUFFIX = ".mlgate-lock"
+LOCK_STALE_SECONDS = 600.0
+
+
+class PromotionLockTimeout(RuntimeError):
+    """Another promotion or rollback held the lock for longer than the configured wait."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.create_registered_model(name, description="Managed by mlgate: see the mlgate.audit.* tags.")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def register(cfg: PipelineConfig) -> dict[str, Any]:
+    """Register the trained candidate as a new version with lineage tags, and point the challenger alias at it.
+
+    Returns:
+        The step result written to ``<outputs>/register.json``: model name, version, run id, source URI.
+    """
+    trained = read_step_result(cfg.outputs, "train")
+    evaluation = read_step_result(cfg.outputs, "evaluation")
+    client = MlflowClient()
+    _ensure_registered_model(client, cfg.model_name)
+    tags = {
+        f"{TAG_PREFIX}run_id": trained["run_id"],
+        f"{TAG_PREFIX}git_commit": trained["git_commit"],
+        f"{TAG_PREFIX}data_digest": trained["dataset_digest"],
+        f"{TAG_PREFIX}config_hash": trained["config_hash"],
+        f"{TAG_PREFIX}evaluate_run_id": evaluation["evaluate_run_id"],
+        **{f"{TAG_PREFIX}metric.{k}": f"{v:.6g}" for k, v in evaluation["candidate"]["metrics"].items()},
+    }
+    mv = mlflow.register_model(trained["model_uri"], cfg.model_name, tags=tags)
+    alias = cfg.promotion.aliases.challenger
+    try:
+        client.set_registered_model_alias(cfg.model_name, alias, mv.version)
+    except BaseException:
+        log.error("register: setting alias %r failed; deleting version %s again", alias, mv.version)
+        client.delete_model_version(cfg.model_name, mv.version)
+        raise
+    log.info("register: %s version %s from run %s, alias %r", cfg.model_name, mv.version, trained["run_id"], alias)
+    summary = {
+        "name": cfg.model_name,
+        "version": str(mv.version),
+        "run_id": trained["run_id"],
+        "model_uri": trained["model_uri"],
+        "registered_uri": f"models:/{cfg.model_name}/{mv.version}",
+    }
+    write_json(summary, cfg.outputs / "register.json")
+    return summary
+
+
+@contextmanager
+def promotion_lock(client: MlflowClient, cfg: PipelineConfig) -> Iterator[None]:
+    """Hold an exclusive lock on the model's aliases while promoting or rolling back.
+
+    The lock is a registered model named ``<model>.mlgate-lock``: creating a registered model is atomic in
+    every MLflow backend, so exactly one holder exists. A lock older than ten minutes is taken as left by a
+    crashed process and removed.
+    """
+    lock_name = cfg.model_name + LOCK_SUFFIX
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + cfg.promotion.lock_timeout_seconds
+    while True:
+        try:
+            client.create_registered_model(
+                lock_name, tags={"holder": holder, "acquired_at": str(time.time())}, description="mlgate lock"
+            )
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        _break_stale_lock(client, lock_name)
+        if time.monotonic() > deadline:
+            raise PromotionLockTimeout(
+                f"could not lock {cfg.model_name!r} for promotion within {cfg.promotion.lock_timeout_seconds:.0f}s: "
+                f"another promotion holds registered model {lock_name!r}"
+            )
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        client.delete_registered_model(lock_name)
+
+
+def _break_stale_lock(client: MlflowClient, lock_name: str) -> None:
+    try:
+        held = client.get_registered_model(lock_name)
+    except MlflowException:
+        return
+    acquired = float(held.tags.get("acquired_at", "inf"))
+    if time.time() - acquired > LOCK_STALE_SECONDS:
+        log.warning("removing stale promotion lock %s held by %s", lock_name, held.tags.get("holder"))
+        try:
+            client.delete_registered_model(lock_name)
+        except MlflowException:
+            pass
+
+
+def audit_trail(client: MlflowClient, name: str) -> list[dict[str, Any]]:
+    """Every alias move mlgate made on the model, oldest first."""
+    tags = client.get_registered_model(name).tags
+    return [json.loads(tags[k]) for k in sorted(tags) if k.startswith(AUDIT_PREFIX)]
+
+
+def _move_champion(
+    client: MlflowClient, cfg: PipelineConfig, new: str, previous: str | None, record: dict[str, Any]
+) -> dict[str, Any]:
+    """Point the champion alias at ``new`` and append the audit record; undo the move if recording fails."""
+    alias = cfg.promotion.aliases.champion
+    at = _now()
+    entry = {
+        **record,
+        "alias": alias,
+        "previous": previous,
+        "new": new,
+        "at": at.isoformat(),
+        "git_commit": git_commit(),
+        "actor": os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown",
+    }
+    client.set_registered_model_alias(cfg.model_name, alias, new)
+    try:
+        key = f"{AUDIT_PREFIX}{at.strftime('%Y%m%dT%H%M%S%fZ')}"
+        client.set_registered_model_tag(cfg.model_name, key, json.dumps(entry, sort_keys=True))
+        client.set_model_version_tag(cfg.model_name, new, f"{TAG_PREFIX}{alias}_since", at.isoformat())
+    except BaseException:
+        log.error("could not record the audit entry; moving %r back to %s", alias, previous)
+        if previous is None:
+            client.delete_registered_model_alias(cfg.model_name, alias)
+        else:
+            client.set_registered_model_alias(cfg.model_name, alias, previous)
+        raise
+    return entry
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What promote decided and did."""
+
+    decision: Decision
+    version: str
+    previous: str | None
+    promoted: bool
+    already_champion: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.decision.passed
+
+
+def _print_failures(decision: Decision) -> None:
+    for c in decision.failures:
+        required = "n/a" if c.required is None else f"{c.required:.4f}"
+        actual = "missing" if c.actual is None else f"{c.actual:.4f}"
+        log.warning("promote: FAIL %s %s: actual %s, required %s (%s)", c.metric, c.rule, actual, required, c.detail)
+
+
+def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
+    """The gate: move the champion alias to the registered challenger only if every threshold passes.
+
+    The thresholds come from the config now (so a stricter config applies at once) and are applied to the
+    metrics ``evaluate`` measured for the candidate and the champion on the same split. If the champion moved
+    since that evaluation, the comparison is stale and the candidate is rejected.
+
+    Returns:
+        The decision; ``<outputs>/promotion.json`` holds the same.
+    """
+    registered = read_step_result(cfg.outputs, "register")
+    evaluation = read_step_result(cfg.outputs, "evaluation")
+    version = registered["version"]
+    evaluated_champion = (evaluation.get("champion") or {}).get("version")
+    champion_metrics = (evaluation.get("champion") or {}).get("metrics")
+    decision = decide(cfg.promotion.thresholds, evaluation["candidate"]["metrics"], champion_metrics)
+    client = MlflowClient()
+    alias = cfg.promotion.aliases.champion
+
+    def finish(result: PromotionResult) -> PromotionResult:
+        write_json(
+            {
+                "name": cfg.model_name,
+                "version": version,
+                "previous_champion": result.previous,
+                "passed": result.passed,
+                "promoted": result.promoted,
+                "already_champion": result.already_champion,
+                "dry_run": dry_run,
+                "gate": result.decision.to_dict(),
+            },
+            cfg.outputs / "promotion.json",
+        )
+        return result
+
+    current = version_by_alias(client, cfg.model_name, alias)
+    current_version = None if current is None else str(current.version)
+    if current_version == version:
+        log.info("promote: version %s is already %r; nothing to do", version, alias)
+        return finish(PromotionResult(decision, version, current_version, promoted=False, already_champion=True))
+    if not decision.passed or dry_run:
+        if not decision.passed:
+            _print_failures(decision)
+        log.info(
+            "promote: version %s %s the gate%s; %r stays at %s",
+            version,
+            "passes" if decision.passed else f"fails {len(decision.failures)} check(s) of",
+            " (dry run)" if dry_run else "",
+            alias,
+            current_version,
+        )
+        if not dry_run:
+            client.set_model_version_tag(cfg.model_name, version, f"{TAG_PREFIX}gate", "rejected")
+        return finish(PromotionResult(decision, version, current_version, promoted=False))
+
+    with promotion_lock(client, cfg):
+        current = version_by_alias(client, cfg.model_name, alias)
+        current_version = None if current is None else str(current.version)
+        if current_version == version:
+            return finish(PromotionResult(decision, version, current_version, promoted=False, already_champion=True))
+        if current_version != evaluated_champion:
+            stale = Check(
+                "champion",
+                "unchanged_since_evaluate",
+                None,
+                None,
+                False,
+                f"champion moved from {evaluated_champion} to {current_version} after evaluation; re-run evaluate",
+            )
+            decision = Decision([*decision.checks, stale])
+            _print_failures(decision)
+            return finish(PromotionResult(decision, version, current_version, promoted=False))
+        _move_champion(
+            client,
+            cfg,
+            version,
+            current_version,
+            {
+                "action": "promote",
+                "reason": "all promotion thresholds passed",
+                "metrics": evaluation["candidate"]["metrics"],
+                "champion_metrics": champion_metrics,
+            },
+        )
+        client.set_model_version_tag(cfg.model_name, version, f"{TAG_PREFIX}gate", "passed")
+    log.info("promote: %s version %s is now %r (was %s)", cfg.model_name, version, alias, current_version)
+    return finish(PromotionResult(decision, version, current_version, promoted=True))
+
+
+def rollback(cfg: PipelineConfig, version: str | None = None, reason: str = "manual rollback") -> dict[str, Any]:
+    """Move the champion alias back to the previous champion (from the audit trail) or to ``version``.
+
+    Raises:
+        ValueError: there is no champion, no earlier champion is recorded, or the version does not exist.
+    """
+    client = MlflowClient()
+    alias = cfg.promotion.aliases.champion
+    with promotion_lock(client, cfg):
+        current = version_by_alias(client, cfg.model_name, alias)
+        current_version = None if current is None else str(current.version)
+        if version is None:
+            if current_version is None:
+                raise ValueError(f"{cfg.model_name!r} has no {alias!r} to roll back from")
+            moves = [e for e in audit_trail(client, cfg.model_name) if e["new"] == current_version]
+            if not moves or moves[-1]["previous"] is None:
+                raise ValueError(f"no earlier {alias!r} is recorded for {cfg.model_name!r} version {current_version}")
+            version = moves[-1]["previous"]
+        target = client.get_model_version(cfg.model_name, version)  # raises if it does not exist
+        entry = _move_champion(
+            client,
+            cfg,
+            str(target.version),
+            current_version,
+            {"action": "rollback", "reason": reason, "metrics": None, "champion_metrics": None},
+        )
+    log.info("rollback: %s %r moved from %s to %s", cfg.model_name, alias, current_version, target.version)
+    write_json(entry, cfg.outputs / "rollback.json")
+    return entry

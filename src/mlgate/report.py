@@ -1,0 +1,67 @@
+"""The evaluation report: candidate vs champion as Markdown, with a Mermaid chart GitHub renders inline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlgate.config import PipelineConfig
+
+REPORT_MARKER = "<!-- mlgate-evaluation-report -->"
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _mermaid(metrics: list[str], candidate: dict[str, float], champion: dict[str, float] | None) -> str:
+    """A grouped bar chart (Mermaid xychart) of the gated metrics: candidate bars, champion line."""
+    names = ", ".join(f'"{m}"' for m in metrics)
+    cand = ", ".join(f"{candidate.get(m, 0.0):.4f}" for m in metrics)
+    lines = [
+        "```mermaid",
+        "xychart-beta",
+        '    title "Candidate (bars) vs champion (line)"',
+        f"    x-axis [{names}]",
+        '    y-axis "value"',
+        f"    bar [{cand}]",
+    ]
+    if champion:
+        lines.append(f"    line [{', '.join(f'{champion.get(m, 0.0):.4f}' for m in metrics)}]")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def render_report(cfg: PipelineConfig, evaluation: dict[str, Any]) -> str:
+    """Markdown for a job summary or a pull-request comment: metrics, deltas, and each gate check."""
+    candidate = evaluation["candidate"]["metrics"]
+    champion_info = evaluation.get("champion")
+    champion = (champion_info or {}).get("metrics")
+    gate = evaluation["gate"]
+    verdict = "✅ passes the promotion gate" if gate["passed"] else "❌ would be rejected by the promotion gate"
+    champ_label = f"champion (v{champion_info['version']})" if champion_info else "champion (none yet)"
+    out = [
+        REPORT_MARKER,
+        f"## mlgate evaluation: `{cfg.model_name}`",
+        "",
+        f"Candidate run `{evaluation['candidate']['run_id']}` {verdict}. "
+        f"Held-out split: {evaluation['test_rows']} rows.",
+        "",
+        f"| metric | candidate | {champ_label} | delta |",
+        "|---|---:|---:|---:|",
+    ]
+    gated = [t.metric for t in cfg.promotion.thresholds]
+    shown = gated + sorted(m for m in candidate if m not in gated and not m.endswith(("_count", "example_count")))
+    for m in shown:
+        c, p = candidate.get(m), (champion or {}).get(m)
+        delta = "—" if c is None or p is None else f"{c - p:+.4f}"
+        out.append(f"| {'**' + m + '**' if m in gated else m} | {_fmt(c)} | {_fmt(p)} | {delta} |")
+    out += ["", "### Gate", "", "| metric | rule | actual | required | result |", "|---|---|---:|---:|:---:|"]
+    for check in gate["checks"]:
+        out.append(
+            f"| {check['metric']} | {check['rule']} ({check['detail']}) | {_fmt(check['actual'])} | "
+            f"{_fmt(check['required'])} | {'pass' if check['passed'] else '**FAIL**'} |"
+        )
+    if evaluation.get("champion_error"):
+        out += ["", f"> ⚠️ {evaluation['champion_error']}"]
+    out += ["", _mermaid(gated, candidate, champion), ""]
+    return "\n".join(out)

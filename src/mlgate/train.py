@@ -1,0 +1,132 @@
+"""Step 2, train: fit the preprocessing + estimator Pipeline and log it as an MLflow model with its lineage."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mlflow
+import skops.io
+from mlflow.models import infer_signature
+from sklearn.pipeline import Pipeline
+
+from mlgate import data as d
+from mlgate.config import PipelineConfig
+from mlgate.features import build_pipeline, reference_stats
+from mlgate.io import read_step_result, read_table, write_json, write_table
+from mlgate.tracking import TAG_PREFIX, git_commit, step_run
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME_IN_RUN = "model"
+REFERENCE_ARTIFACT = "reference/reference_stats.json"
+# skops refuses to load types it does not know; we trust exactly the numeric and scikit-learn stack.
+TRUSTED_MODULE_PREFIXES = ("numpy.", "scipy.", "sklearn.")
+
+
+def trusted_types(model: Pipeline) -> list[str]:
+    """The types skops must be told to trust to load ``model``.
+
+    Raises:
+        ValueError: the model holds a type from outside numpy, scipy and scikit-learn.
+    """
+    found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    foreign = [t for t in found if not t.startswith(TRUSTED_MODULE_PREFIXES)]
+    if foreign:
+        raise ValueError(
+            f"the model contains types mlgate does not trust for skops serialization: {foreign}; "
+            f"only {', '.join(p.rstrip('.') for p in TRUSTED_MODULE_PREFIXES)} types are allowed"
+        )
+    return found
+
+
+def _flat_params(cfg: PipelineConfig) -> dict[str, Any]:
+    params: dict[str, Any] = {f"estimator.{k}": v for k, v in cfg.estimator.params.items()}
+    params.update(
+        {
+            "estimator.class": cfg.estimator.class_path,
+            "split.test_fraction": cfg.split.test_fraction,
+            "split.seed": cfg.split.seed,
+            "features": ",".join(cfg.data.feature_names),
+            "target": cfg.data.target,
+        }
+    )
+    return params
+
+
+def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
+    """Split the validated data, fit the pipeline and log model, params, reference stats and lineage tags.
+
+    Args:
+        cfg: the pipeline config.
+        data_path: validated table to train on (default: what ``validate`` wrote).
+
+    Returns:
+        The step result written to ``<outputs>/train.json``: run id, model URI, split paths, data digest.
+    """
+    validated = read_step_result(cfg.outputs, "validate") if data_path is None else {}
+    table = read_table(data_path or validated["accepted_path"])
+    typed, reasons = d.coerce_types(table, cfg.data)
+    if reasons:
+        raise ValueError(f"{len(reasons)} rows of the training data fail type checks: run `mlgate validate` first")
+    train_df, test_df = d.split(typed, cfg.data, cfg.split)
+    features, target = cfg.data.feature_names, cfg.data.target
+    X_train, y_train = train_df[features], train_df[target]
+
+    model = build_pipeline(cfg.data, cfg.estimator).fit(X_train, y_train)
+    train_accuracy = float((model.predict(X_train) == y_train).mean())
+    signature = infer_signature(X_train, model.predict(X_train.head(20)))
+    stats = reference_stats(train_df, cfg.data)
+    dataset = mlflow.data.from_pandas(train_df, source=validated.get("accepted_path", data_path), targets=target)
+
+    out = cfg.outputs
+    train_path = write_table(train_df, out / "split" / "train.parquet")
+    test_path = write_table(test_df, out / "split" / "test.parquet")
+    commit = git_commit()
+    with step_run(cfg, "train") as run:
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_params(_flat_params(cfg))
+        mlflow.log_metrics({"train_accuracy": train_accuracy, "train_rows": len(train_df), "test_rows": len(test_df)})
+        mlflow.set_tags({f"{TAG_PREFIX}data_digest": dataset.digest, f"{TAG_PREFIX}git_commit": commit})
+        mlflow.log_dict(stats, REFERENCE_ARTIFACT)
+        info = mlflow.sklearn.log_model(
+            model,
+            name=MODEL_NAME_IN_RUN,
+            signature=signature,
+            input_example=X_train.head(5),
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(model),
+            metadata={
+                "mlgate": {
+                    "target": target,
+                    "classes": [str(c) for c in model.classes_],
+                    "features": [f.model_dump() for f in cfg.data.features],
+                    "reference_stats": stats,
+                    "git_commit": commit,
+                    "data_digest": dataset.digest,
+                    "config_hash": cfg.digest(),
+                }
+            },
+        )
+    log.info(
+        "train: %s on %d rows (%d held out), train accuracy %.4f, model %s",
+        cfg.estimator.class_path,
+        len(train_df),
+        len(test_df),
+        train_accuracy,
+        info.model_uri,
+    )
+    summary = {
+        "run_id": run.info.run_id,
+        "model_uri": info.model_uri,
+        "model_id": info.model_id,
+        "train_path": str(train_path),
+        "test_path": str(test_path),
+        "dataset_digest": dataset.digest,
+        "git_commit": commit,
+        "config_hash": cfg.digest(),
+        "train_accuracy": train_accuracy,
+    }
+    write_json(summary, out / "train.json")
+    return summary
+

@@ -46,5 +46,13 @@ promote-dry-run: install ## Show the gate's decision without moving the champion
 mlflow-run: install ## The same chain through MLflow Projects (`mlflow run .`)
 	$(BIN)/mlflow run . --env-manager local -P config=$(CONFIG)
 
+# --- serving targets (issue 8) ---
+
+# --- batch targets (issue 9) ---
+
+# --- stack targets (issue 3) ---
+
+# --- CI targets (issue 6) ---
+
 clean: ## Remove outputs and the local MLflow store (mlflow.db, mlruns/)
 	rm -rf outputs mlflow.db mlruns .pytest_cache .coverage .coverage.* coverage.xml htmlcov

@@ -177,6 +177,13 @@ def run_cmd(ctx: click.Context, dry_run: bool) -> None:
         sys.exit(EXIT_REJECTED)
 
 
+# --- serving commands (issue 8) ---
+
+# --- batch commands (issue 9) ---
+
+# --- stack commands (issue 3) ---
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="mlgate")

@@ -1,0 +1,101 @@
+"""Fixtures shared by every test folder: an isolated MLflow store, the default config, a trained model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from mlgate.config import PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config" / "pipeline.yaml"
+PENGUINS = REPO / "data" / "penguins.csv"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip a test whose prerequisite is missing, except in CI (MLGATE_REQUIRE_ALL=1), where it fails."""
+    if condition:
+        return
+    if os.environ.get("MLGATE_REQUIRE_ALL") == "1":
+        pytest.fail(f"required in CI but unavailable: {reason}")
+    pytest.skip(reason)
+
+
+def make_config(tmp: Path, path: Path = DEFAULT_CONFIG, **overrides) -> PipelineConfig:
+    """The config at ``path`` with its data source made absolute and its outputs in ``tmp``."""
+    raw = load_config(path)
+    source = overrides.pop("data.source", None) or str((REPO / raw.data.source).resolve())
+    return load_config(path, {"data.source": source, "outputs_dir": str(tmp / "outputs"), **overrides})
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty MLflow store (SQLite + local artifacts) in a temp folder, used as the tracking URI."""
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    yield tmp_path
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def cfg(store: Path) -> PipelineConfig:
+    """The default config, writing its outputs into the test's temp folder."""
+    return make_config(store)
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The default pipeline run once for the whole session; the champion model downloaded to a local folder.
+
+    Returns a dict: ``model_dir`` (a local MLflow model folder), ``config`` (PipelineConfig), ``store`` (its
+    folder), ``tracking_uri``, ``test_path`` (the held-out split).
+    """
+    from mlflow.artifacts import download_artifacts
+
+    from mlgate.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    before_uri, before_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    os.chdir(root)
+    try:
+        config = make_config(root)
+        summary = run_pipeline(config)
+        model_dir = Path(
+            download_artifacts(
+                artifact_uri=f"models:/{config.model_name}@champion", dst_path=str(root / "champion")
+            )
+        )
+    finally:
+        os.chdir(before_cwd)
+        mlflow.set_tracking_uri(None)
+        if before_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_uri
+    return {
+        "model_dir": model_dir,
+        "config": config,
+        "store": root,
+        "tracking_uri": uri,
+        "summary": summary,
+        "test_path": root / "outputs" / "split" / "test.parquet",
+    }
+
+
+@pytest.fixture
+def model_copy(trained_model: dict[str, object], tmp_path: Path) -> Path:
+    """A private copy of the trained champion model folder, free to modify."""
+    return Path(shutil.copytree(trained_model["model_dir"], tmp_path / "model"))

@@ -47,6 +47,27 @@ mlflow-run: install ## The same chain through MLflow Projects (`mlflow run .`)
 	$(BIN)/mlflow run . --env-manager local -P config=$(CONFIG)
 
 # --- serving targets (issue 8) ---
+.PHONY: serve model-bundle image-serving bench-serving
+SERVE_MODEL ?=
+SERVE_PORT ?= 8080
+SERVING_IMAGE ?= mlgate-serving:latest
+GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+serve: install ## Serve the champion (or SERVE_MODEL=<folder|URI>) on localhost:$(SERVE_PORT)
+	$(MLGATE) --config $(CONFIG) serve $(if $(SERVE_MODEL),--model $(SERVE_MODEL)) --port $(SERVE_PORT)
+
+model-bundle: install ## Download models:/<name>@champion into serving/model/ for the image
+	$(MLGATE) --config $(CONFIG) model-bundle --dest serving/model
+
+image-serving: ## Build the REST image (serving/Dockerfile) with the bundled model baked in
+	@test -f serving/model/MLmodel || { echo "serving/model/ is empty: run make model-bundle first"; exit 1; }
+	docker build -f serving/Dockerfile -t $(SERVING_IMAGE) \
+		--build-arg GIT_SHA=$(GIT_SHA) \
+		--build-arg MODEL_NAME="$$(sed -n 's/^model_name: //p' serving/model/registered_model_meta)" \
+		--build-arg MODEL_VERSION="$$(sed -n 's/^model_version: //p' serving/model/registered_model_meta)" .
+
+bench-serving: install ## Serving benchmark vs mlflow models serve (BENCH_ARGS=... ; see bench/serving)
+	$(BIN)/python bench/serving/run.py $(BENCH_ARGS)
 
 # --- batch targets (issue 9) ---
 

@@ -179,6 +179,40 @@ def run_cmd(ctx: click.Context, dry_run: bool) -> None:
 
 # --- serving commands (issue 8) ---
 
+
+def _champion_uri(ctx: click.Context) -> str:
+    cfg = _config(ctx)
+    return f"models:/{cfg.model_name}@{cfg.promotion.aliases.champion}"
+
+
+@cli.command("serve")
+@click.option("--model", default=None, envvar="MLGATE_SERVE_MODEL", help="Model folder or URI [default: the champion].")
+@click.option("--host", default=None, help="Interface to bind [env MLGATE_SERVE_HOST, default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [env PORT, default 8080].")
+@click.option("--workers", type=int, default=None, help="Worker processes [env MLGATE_SERVE_WORKERS, default 1].")
+@click.pass_context
+@step_command
+def serve_cmd(ctx: click.Context, model: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve one model over REST (MLflow's /invocations, a typed /predict, /metrics) until stopped."""
+    from mlgate.serving.server import serve
+    from mlgate.serving.settings import ServingSettings
+
+    given = {"model": model or _champion_uri(ctx), "host": host, "port": port, "workers": workers}
+    serve(ServingSettings(**{k: v for k, v in given.items() if v is not None}))
+
+
+@cli.command("model-bundle")
+@click.option("--model", default=None, help="Model URI [default: models:/<model_name>@<champion alias>].")
+@click.option("--dest", default="serving/model", show_default=True, help="Folder to fill (replaced).")
+@click.pass_context
+@step_command
+def model_bundle_cmd(ctx: click.Context, model: str | None, dest: str) -> None:
+    """Download a registered model into a folder for the serving image to bake in."""
+    from mlgate.serving.bundle import model_bundle
+
+    click.echo(json.dumps(model_bundle(model or _champion_uri(ctx), dest), sort_keys=True))
+
+
 # --- batch commands (issue 9) ---
 
 # --- stack commands (issue 3) ---

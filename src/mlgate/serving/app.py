@@ -1,0 +1,282 @@
+"""The FastAPI app: health, readiness, metadata, MLflow-compatible /invocations, typed /predict, /metrics.
+
+Predictions run on the event loop, one at a time per worker: the model is CPU-bound and holds the GIL, so a
+thread pool only adds contention (MLflow's server, which uses one, slows down under concurrency). Requests
+that waited longer than the timeout before their turn get 503; those whose prediction ran past it get 504.
+"""
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from mlgate.serving.metrics import ServiceMetrics
+from mlgate.serving.model import InputError, ServedModel, load_served_model
+from mlgate.serving.protocol import UnsupportedMediaType, parse_request
+from mlgate.serving.settings import ServingSettings
+
+log = logging.getLogger("mlgate.serving")
+access_log = logging.getLogger("mlgate.serving.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(payload, separators=(",", ":")).encode(),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    """MLflow's error body shape, so its clients read our errors too."""
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return _json(status, {"error_code": code, "message": message}, headers)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class ServiceMiddleware:
+    """Request id, body size limit (413), metrics and one JSON access-log line per request (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, settings: ServingSettings, metrics: ServiceMetrics) -> None:
+        self.app, self.limit, self.metrics = app, settings.max_body_bytes, metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        scope.setdefault("state", {}).update(request_id=request_id, start=start)
+        sent = {"status": 500, "started": False}
+        received = 0
+
+        async def counted_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        async def tagged_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                sent.update(status=message["status"], started=True)
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            length = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            length = 0
+        try:
+            if length > self.limit:
+                raise _BodyTooLarge
+            await self.app(scope, counted_receive, tagged_send)
+        except _BodyTooLarge:
+            if not sent["started"]:
+                too_large = _error(413, "REQUEST_TOO_LARGE", f"the body is over the limit of {self.limit} bytes")
+                await too_large(scope, receive, tagged_send)
+        finally:
+            seconds = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe_request(route, scope["method"], sent["status"], seconds)
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": sent["status"],
+                    "duration_ms": round(seconds * 1000, 3),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
+
+
+def _row_model(model: ServedModel) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for col in model.columns:
+        kind = col.python_type if col.type in ("long", "integer", "boolean") else col.python_type | None
+        fields[col.name] = (kind, Field(...) if col.required else Field(default=None))
+    return create_model("PredictRow", __config__=ConfigDict(strict=True, extra="forbid"), **fields)
+
+
+def _predict_models(model: ServedModel, settings: ServingSettings) -> tuple[type[BaseModel], type[BaseModel]]:
+    row = _row_model(model)
+    request = create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        records=(list[row], Field(min_length=1, max_length=settings.max_rows, description="Rows to score.")),
+    )
+
+    class Prediction(BaseModel):
+        label: str | int | float | bool = Field(description="The most probable class.")
+        probabilities: dict[str, float] = Field(description="Probability of each class.")
+
+    class PredictResponse(BaseModel):
+        predictions: list[Prediction]
+        model_name: str | None
+        model_version: str | None
+
+    return request, PredictResponse
+
+
+def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
+    """The service around one loaded model; ``/ready`` turns 200 once start-up (with a warm-up) is done."""
+    metrics = ServiceMetrics(model.info)
+    PredictRequest, PredictResponse = _predict_models(model, settings)
+    classes = [str(c) for c in model.classes]
+    example = {"records": model.input_example[:2]} if model.input_example else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if model.input_example:
+            try:
+                model.predict(model.frame(*_records_to_columns(model.input_example)))
+            except Exception as exc:  # noqa: BLE001 - a failed warm-up is worth a warning, not a refusal
+                log.warning("warm-up prediction failed: %s", exc)
+        app.state.ready = True
+        log.info("model %s version %s ready", model.info.get("name"), model.version)
+        yield
+        app.state.ready = False
+
+    app = FastAPI(
+        title="mlgate inference",
+        version=model.version,
+        description=f"Model {model.info.get('name')} version {model.version}: MLflow scoring protocol and a typed API.",
+        lifespan=lifespan,
+    )
+    app.state.ready = False
+    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
+
+    def _timed_out(request: Request) -> Response | None:
+        waited = time.perf_counter() - request.scope["state"]["start"]
+        if waited > settings.timeout_seconds:
+            return _error(503, "TEMPORARILY_UNAVAILABLE", f"waited {waited:.3f}s for a turn, over the timeout")
+        return None
+
+    @app.get("/health", tags=["probes"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["probes"], responses={503: {"description": "Not ready yet (or shutting down)."}})
+    async def ready(request: Request) -> Response:
+        """Readiness: the model is loaded and warmed up."""
+        if not request.app.state.ready:
+            return _error(503, "NOT_READY", "the model is not loaded yet")
+        return _json(200, {"status": "ready", "model_version": model.version})
+
+    @app.get("/metadata", tags=["model"])
+    async def metadata() -> dict[str, Any]:
+        """The served model: name, version, alias, run id, git commit, signature, package versions."""
+        return model.info
+
+    @app.get("/version", tags=["model"])
+    async def version() -> dict[str, Any]:
+        """Short form of /metadata."""
+        return {k: model.info.get(k) for k in ("name", "version", "alias", "run_id", "git_commit")}
+
+    @app.get("/metrics", tags=["probes"], include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.post(
+        "/invocations",
+        tags=["predict"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object"},
+                        "example": {"dataframe_records": model.input_example[:2]},
+                    },
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            }
+        },
+        responses={400: {"description": "Bad input"}, 413: {"description": "Too large"}, 415: {"description": "Bad type"}},
+    )
+    async def invocations(request: Request) -> Response:
+        """MLflow's scoring protocol: dataframe_split, dataframe_records, instances, inputs, or text/csv."""
+        body = await request.body()
+        if (late := _timed_out(request)) is not None:
+            return late
+        try:
+            columns, n_rows = parse_request(body, request.headers.get("content-type"), model.columns)
+            if n_rows > settings.max_rows:
+                return _error(413, "REQUEST_TOO_LARGE", f"{n_rows} rows is over the limit of {settings.max_rows}")
+            X = model.frame(columns, n_rows)
+            predictions = model.predict(X)
+        except UnsupportedMediaType as exc:
+            return _error(415, "UNSUPPORTED_MEDIA_TYPE", str(exc))
+        except InputError as exc:
+            return _error(400, "BAD_REQUEST", str(exc))
+        except (ValueError, TypeError, KeyError) as exc:
+            return _error(400, "BAD_REQUEST", f"the model could not score this input: {exc}")
+        metrics.observe_predictions("/invocations", predictions)
+        if time.perf_counter() - request.scope["state"]["start"] > settings.timeout_seconds:
+            return _error(504, "TIMEOUT", "the prediction took longer than the timeout")
+        return _json(200, {"predictions": predictions})
+
+    async def predict(
+        request: Request,
+        payload: Annotated[PredictRequest, Body(openapi_examples={"penguins": {"value": example}} if example else None)],
+    ) -> Any:
+        """Typed scoring: named features in, the most probable class and every class probability out."""
+        if (late := _timed_out(request)) is not None:
+            return late
+        records = [r.model_dump() for r in payload.records]
+        try:
+            labels, proba = model.predict_proba(model.frame(*_records_to_columns(records)))
+        except InputError as exc:
+            return _error(422, "BAD_REQUEST", str(exc))
+        except (ValueError, TypeError, KeyError) as exc:
+            return _error(422, "BAD_REQUEST", f"the model could not score this input: {exc}")
+        metrics.observe_predictions("/predict", labels)
+        if time.perf_counter() - request.scope["state"]["start"] > settings.timeout_seconds:
+            return _error(504, "TIMEOUT", "the prediction took longer than the timeout")
+        rows = proba.tolist()
+        return PredictResponse(
+            predictions=[{"label": label, "probabilities": dict(zip(classes, p))} for label, p in zip(labels, rows)],
+            model_name=model.info.get("name"),
+            model_version=model.version,
+        )
+
+    app.post(
+        "/predict",
+        tags=["predict"],
+        response_model=PredictResponse,
+        responses={503: {"description": "Timed out waiting"}, 504: {"description": "Prediction timed out"}},
+    )(predict)
+    return app
+
+
+def _records_to_columns(records: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], int]:
+    names = {k for r in records for k in r}
+    return {n: [r.get(n) for r in records] for n in names}, len(records)
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory: settings from the environment, the model from the local folder they name."""
+    settings = ServingSettings()
+    if not settings.model:
+        raise ValueError("MLGATE_SERVE_MODEL must name a local model folder")
+    overrides = {"name": settings.model_name, "version": settings.model_version, "alias": settings.model_alias}
+    return create_app(settings, load_served_model(settings.model, overrides))

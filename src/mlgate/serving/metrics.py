@@ -1,0 +1,70 @@
+"""Prometheus metrics of the service: requests and latency by route and status, predictions by class, and the
+model version as a label. With several workers, values go through PROMETHEUS_MULTIPROC_DIR."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as Tally
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class ServiceMetrics:
+    """The metrics of one app, in their own registry (so several apps can live in one process, as in tests)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, model_info: dict[str, Any]) -> None:
+        self.registry = CollectorRegistry()
+        self.version = str(model_info.get("version") or "unknown")
+        labels = ("route", "method", "status", "model_version")
+        self.requests = Counter(
+            "mlgate_http_requests", "HTTP requests served.", labels, registry=self.registry
+        )
+        self.latency = Histogram(
+            "mlgate_http_request_duration_seconds",
+            "Time from request start to response end.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "mlgate_predictions", "Predicted rows by class.", ("class", "model_version"), registry=self.registry
+        )
+        self.rows = Counter("mlgate_scored_rows", "Rows scored.", ("route", "model_version"), registry=self.registry)
+        info = Gauge(
+            "mlgate_model_info",
+            "The served model (value 1).",
+            ("name", "version", "alias", "run_id"),
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        info.labels(
+            *(str(model_info.get(k) or "") for k in ("name", "version", "alias", "run_id"))
+        ).set(1)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one finished request and its latency."""
+        labels = (route, method, str(status), self.version)
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(seconds)
+
+    def observe_predictions(self, route: str, labels: list[Any]) -> None:
+        """Count the predicted classes of one request."""
+        self.rows.labels(route, self.version).inc(len(labels))
+        for cls, n in Tally(map(str, labels)).items():
+            self.predictions.labels(cls, self.version).inc(n)
+
+    def render(self) -> bytes:
+        """The text exposition of every metric (all workers' when running multi-process)."""
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

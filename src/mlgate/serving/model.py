@@ -1,0 +1,238 @@
+"""The served model: a scikit-learn pipeline loaded from an MLflow model folder, its input schema taken from the
+signature, and fast, strict conversion of request columns into the DataFrame the pipeline expects.
+
+A skops model loads without importing MLflow (the MLmodel file lists the types to trust, the same allow-list
+MLflow would pass to skops); any other sklearn serialization goes through ``mlflow.sklearn`` under the
+explicit trust decision of :func:`mlgate.models.allow_model_loading`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+# MLflow column types we convert ourselves; anything else is refused at load time.
+NUMERIC_TYPES = {"double": np.float64, "float": np.float32}
+INTEGER_TYPES = {"long": np.int64, "integer": np.int32}
+REPORTED_PACKAGES = ("mlgate", "scikit-learn", "numpy", "pandas", "scipy", "skops", "fastapi", "uvicorn", "mlflow")
+
+
+class InputError(ValueError):
+    """The request's data does not match the model's signature; the message names the column."""
+
+
+class ModelLoadError(RuntimeError):
+    """The folder is not a servable MLflow scikit-learn model."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column of the signature."""
+
+    name: str
+    type: str
+    required: bool
+
+    @property
+    def python_type(self) -> type:
+        if self.type in NUMERIC_TYPES:
+            return float
+        if self.type in INTEGER_TYPES:
+            return int
+        return bool if self.type == "boolean" else str
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)  # bool is a subclass of int: excluded on purpose
+
+
+def convert_column(col: Column, values: list[Any]) -> np.ndarray:
+    """Convert one column's JSON values to the signature's dtype; ``None`` (null) is a missing value.
+
+    Raises:
+        InputError: a value has the wrong type (the message names the column, the row and the value).
+    """
+    if col.type in NUMERIC_TYPES:
+        for i, v in enumerate(values):
+            if v is not None and not _is_number(v):
+                raise InputError(f"column {col.name!r} expects a number ({col.type}); row {i} has {v!r}")
+        return np.array([math.nan if v is None else v for v in values], dtype=NUMERIC_TYPES[col.type])
+    if col.type in INTEGER_TYPES:
+        for i, v in enumerate(values):
+            if not (type(v) is int or (type(v) is float and v.is_integer())):
+                raise InputError(f"column {col.name!r} expects an integer ({col.type}); row {i} has {v!r}")
+        return np.array(values, dtype=INTEGER_TYPES[col.type])
+    if col.type == "boolean":
+        for i, v in enumerate(values):
+            if type(v) is not bool:
+                raise InputError(f"column {col.name!r} expects true or false; row {i} has {v!r}")
+        return np.array(values, dtype=bool)
+    for i, v in enumerate(values):
+        if v is not None and type(v) is not str:
+            raise InputError(f"column {col.name!r} expects a string; row {i} has {v!r}")
+    return np.array(values, dtype=object)
+
+
+@dataclass
+class ServedModel:
+    """A loaded pipeline with what the service reports about it."""
+
+    pipeline: Any
+    columns: list[Column]
+    info: dict[str, Any] = field(default_factory=dict)
+    input_example: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[Any]:
+        return [c.item() if hasattr(c, "item") else c for c in getattr(self.pipeline, "classes_", [])]
+
+    @property
+    def version(self) -> str:
+        return str(self.info.get("version") or "unknown")
+
+    def frame(self, columns: dict[str, list[Any]], n_rows: int) -> pd.DataFrame:
+        """Validate named columns against the signature and build the DataFrame; extra columns are ignored.
+
+        Raises:
+            InputError: a required column is missing, a column has the wrong length or a value the wrong type.
+        """
+        if n_rows == 0:
+            raise InputError("the request has no rows: send at least one")
+        data: dict[str, np.ndarray] = {}
+        for col in self.columns:
+            values = columns.get(col.name)
+            if values is None:
+                if col.required:
+                    raise InputError(f"column {col.name!r} is required by the model signature but missing")
+                values = [None] * n_rows
+            elif len(values) != n_rows:
+                raise InputError(f"column {col.name!r} has {len(values)} values, expected {n_rows}")
+            data[col.name] = convert_column(col, values)
+        return pd.DataFrame(data, copy=False)
+
+    def predict(self, X: pd.DataFrame) -> list[Any]:
+        """The pipeline's predictions, as plain JSON-able values."""
+        return self.pipeline.predict(X).tolist()
+
+    def predict_proba(self, X: pd.DataFrame) -> tuple[list[Any], np.ndarray]:
+        """The most probable class and the class probabilities of each row (one pass through the pipeline)."""
+        proba = self.pipeline.predict_proba(X)
+        labels = np.asarray(self.pipeline.classes_).take(proba.argmax(axis=1)).tolist()
+        return labels, proba
+
+
+def parse_signature(mlmodel: dict[str, Any]) -> list[Column]:
+    """The input columns of the model's signature.
+
+    Raises:
+        ModelLoadError: the model has no column-based signature, or a column type we cannot convert.
+    """
+    raw = (mlmodel.get("signature") or {}).get("inputs")
+    if not raw:
+        raise ModelLoadError("the model has no input signature: log it with `signature=` to serve it")
+    columns = []
+    for spec in json.loads(raw):
+        name, kind = spec.get("name"), spec.get("type")
+        if name is None or kind not in {*NUMERIC_TYPES, *INTEGER_TYPES, "boolean", "string"}:
+            raise ModelLoadError(f"unsupported signature input {spec}: serve models with named scalar columns")
+        columns.append(Column(name=name, type=kind, required=bool(spec.get("required", True))))
+    return columns
+
+
+def _load_pipeline(folder: Path, flavor: dict[str, Any]) -> Any:
+    path = folder / flavor["pickled_model"]
+    if flavor.get("serialization_format") == "skops":
+        import skops.io
+
+        return skops.io.load(path, trusted=list(flavor.get("skops_trusted_types") or []))
+    import mlflow.sklearn
+
+    from mlgate.models import allow_model_loading
+
+    with allow_model_loading():
+        return mlflow.sklearn.load_model(str(folder))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for name in REPORTED_PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            try:
+                versions[name] = importlib_metadata.version(f"{name}-skinny")
+            except importlib_metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def _input_example(folder: Path, mlmodel: dict[str, Any]) -> list[dict[str, Any]]:
+    saved = (mlmodel.get("saved_input_example_info") or {}).get("artifact_path")
+    if not saved or not (folder / saved).is_file():
+        return []
+    example = json.loads((folder / saved).read_text())
+    if isinstance(example, dict) and "columns" in example:
+        return [dict(zip(example["columns"], row)) for row in example.get("data", [])]
+    return example if isinstance(example, list) else []
+
+
+def load_served_model(folder: str | Path, overrides: dict[str, str | None] | None = None) -> ServedModel:
+    """Load an MLflow scikit-learn model folder for serving.
+
+    Args:
+        folder: the model folder (holding ``MLmodel``).
+        overrides: ``name``/``version``/``alias`` to report when the folder does not record them.
+
+    Raises:
+        ModelLoadError: no MLmodel, no sklearn flavor, or no usable signature.
+    """
+    folder = Path(folder)
+    mlmodel_path = folder / "MLmodel"
+    if not mlmodel_path.is_file():
+        raise ModelLoadError(f"{folder}: not an MLflow model folder (no MLmodel file)")
+    mlmodel = yaml.safe_load(mlmodel_path.read_text())
+    flavor = (mlmodel.get("flavors") or {}).get("sklearn")
+    if not flavor:
+        raise ModelLoadError(f"{folder}: the model has no sklearn flavor; mlgate serves scikit-learn pipelines")
+    columns = parse_signature(mlmodel)
+    pipeline = _load_pipeline(folder, flavor)
+    if not hasattr(pipeline, "predict"):
+        raise ModelLoadError(f"{folder}: the loaded object has no predict()")
+    registered = yaml.safe_load((folder / "registered_model_meta").read_text()) if (
+        folder / "registered_model_meta"
+    ).is_file() else {}
+    bundle = _read_json(folder / "mlgate_bundle.json")
+    mlgate_meta = (mlmodel.get("metadata") or {}).get("mlgate") or {}
+    overrides = {k: v for k, v in (overrides or {}).items() if v}
+    info = {
+        "name": overrides.get("name") or registered.get("model_name") or bundle.get("name"),
+        "version": overrides.get("version") or registered.get("model_version") or bundle.get("version"),
+        "alias": overrides.get("alias") or bundle.get("alias"),
+        "source": bundle.get("source") or str(folder),
+        "run_id": mlmodel.get("run_id"),
+        "model_id": mlmodel.get("model_id"),
+        "git_commit": mlgate_meta.get("git_commit"),
+        "created": mlmodel.get("utc_time_created"),
+        "signature": {
+            "inputs": json.loads(mlmodel["signature"]["inputs"]),
+            "outputs": json.loads(mlmodel["signature"].get("outputs") or "null"),
+        },
+        "classes": [str(c) for c in getattr(pipeline, "classes_", [])],
+        "sklearn_version": flavor.get("sklearn_version"),
+        "packages": _package_versions(),
+    }
+    if info["version"] is not None:
+        info["version"] = str(info["version"])
+    return ServedModel(pipeline=pipeline, columns=columns, info=info, input_example=_input_example(folder, mlmodel))

@@ -1,0 +1,27 @@
+"""Service settings, read from the environment (prefix ``MLGATE_SERVE_``; ``PORT`` and ``WEB_CONCURRENCY`` too)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """Everything the service can be tuned with; safe defaults for a container."""
+
+    model_config = SettingsConfigDict(env_prefix="MLGATE_SERVE_", extra="ignore", frozen=True)
+
+    model: str | None = Field(
+        default=None, description="A local MLflow model folder, or a model URI (models:/name@alias, runs:/...)."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535, validation_alias=AliasChoices("PORT", "MLGATE_SERVE_PORT"))
+    workers: int = Field(default=1, ge=1, validation_alias=AliasChoices("MLGATE_SERVE_WORKERS", "WEB_CONCURRENCY"))
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1, description="Bigger bodies get 413.")
+    max_rows: int = Field(default=10_000, ge=1, description="More rows in one request get 413.")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Requests slower than this get 503/504.")
+    graceful_shutdown_seconds: float = Field(default=30.0, ge=0, description="Wait for in-flight requests.")
+    log_level: str = "info"
+    model_name: str | None = Field(default=None, description="Reported name when the folder does not say it.")
+    model_version: str | None = None
+    model_alias: str | None = None

@@ -83,7 +83,11 @@ def _config(ctx: click.Context, **overrides: Any):
 
 @cli.command("validate")
 @click.option(
-    "--data", "source", default=None, callback=_blank_is_none, help="Table to validate instead of data.source."
+    "--data",
+    "source",
+    default=None,
+    callback=_blank_is_none,
+    help="Table to validate instead of data.source.",
 )
 @click.pass_context
 @step_command
@@ -177,6 +181,20 @@ def run_cmd(ctx: click.Context, dry_run: bool) -> None:
         sys.exit(EXIT_REJECTED)
 
 
+@cli.command("show")
+@click.argument("key")
+@click.pass_context
+@step_command
+def show_cmd(ctx: click.Context, key: str) -> None:
+    """Print one config value by dotted key (e.g. `mlgate show model_name`), for scripts and make."""
+    value: Any = _config(ctx).model_dump(mode="json", by_alias=True)
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise click.BadParameter(f"no config key {key!r}", param_hint="KEY")
+        value = value[part]
+    click.echo(value if isinstance(value, str) else json.dumps(value))
+
+
 # --- serving commands (issue 8) ---
 
 
@@ -186,13 +204,19 @@ def _champion_uri(ctx: click.Context) -> str:
 
 
 @cli.command("serve")
-@click.option("--model", default=None, envvar="MLGATE_SERVE_MODEL", help="Model folder or URI [default: the champion].")
+@click.option(
+    "--model", default=None, envvar="MLGATE_SERVE_MODEL", help="Model folder or URI [default: the champion]."
+)
 @click.option("--host", default=None, help="Interface to bind [env MLGATE_SERVE_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [env PORT, default 8080].")
-@click.option("--workers", type=int, default=None, help="Worker processes [env MLGATE_SERVE_WORKERS, default 1].")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes [env MLGATE_SERVE_WORKERS, default 1]."
+)
 @click.pass_context
 @step_command
-def serve_cmd(ctx: click.Context, model: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+def serve_cmd(
+    ctx: click.Context, model: str | None, host: str | None, port: int | None, workers: int | None
+) -> None:
     """Serve one model over REST (MLflow's /invocations, a typed /predict, /metrics) until stopped."""
     from mlgate.serving.server import serve
     from mlgate.serving.settings import ServingSettings
@@ -214,6 +238,62 @@ def model_bundle_cmd(ctx: click.Context, model: str | None, dest: str) -> None:
 
 
 # --- batch commands (issue 9) ---
+
+EXIT_DRIFT = 4  # the job succeeded but inputs drifted past the threshold (with --fail-on-drift)
+
+
+@cli.command("score")
+@click.option(
+    "--model",
+    "model_uri",
+    default=None,
+    callback=_blank_is_none,
+    help="models:/name@alias, any MLflow model URI or a local model folder (default: the champion).",
+)
+@click.option(
+    "--input", "input_path", required=True, help="CSV/Parquet file, folder or glob; local or s3://."
+)
+@click.option(
+    "--output", "output_path", required=True, help="Scores file, .parquet or .csv (reports go next to it)."
+)
+@click.option(
+    "--key", "keys", multiple=True, help="Input column copied to the output to join back (repeatable)."
+)
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True)
+@click.option(
+    "--spark-master", default="local[*]", show_default=True, help="Spark master URL for --engine spark."
+)
+@click.option(
+    "--fail-on-drift", is_flag=True, help=f"Exit {EXIT_DRIFT} when any feature drifts past the threshold."
+)
+@click.option(
+    "--drift-threshold", type=float, default=0.2, show_default=True, help="PSI above which a feature drifts."
+)
+@click.option(
+    "--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True, help="Rows per chunk."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Prediction processes (default: one per core).",
+)
+@click.pass_context
+@step_command
+def score_cmd(ctx: click.Context, model_uri: str | None, fail_on_drift: bool, **options: Any) -> None:
+    """Score a file, folder or glob in chunks; quarantine bad rows; write a run summary and a drift report."""
+    from mlgate.score import score
+
+    if model_uri is None:
+        cfg = _config(ctx)
+        model_uri = f"models:/{cfg.model_name}@{cfg.promotion.aliases.champion}"
+    summary = score(model_uri, keys=list(options.pop("keys")), **options)
+    if fail_on_drift and summary["drifted_features"]:
+        click.echo(
+            f"mlgate score: drift past the threshold in {', '.join(summary['drifted_features'])}", err=True
+        )
+        sys.exit(EXIT_DRIFT)
+
 
 # --- stack commands (issue 3) ---
 

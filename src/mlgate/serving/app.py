@@ -89,7 +89,9 @@ class ServiceMiddleware:
             await self.app(scope, counted_receive, tagged_send)
         except _BodyTooLarge:
             if not sent["started"]:
-                too_large = _error(413, "REQUEST_TOO_LARGE", f"the body is over the limit of {self.limit} bytes")
+                too_large = _error(
+                    413, "REQUEST_TOO_LARGE", f"the body is over the limit of {self.limit} bytes"
+                )
                 await too_large(scope, receive, tagged_send)
         finally:
             seconds = time.perf_counter() - start
@@ -167,7 +169,9 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
     def _timed_out(request: Request) -> Response | None:
         waited = time.perf_counter() - request.scope["state"]["start"]
         if waited > settings.timeout_seconds:
-            return _error(503, "TEMPORARILY_UNAVAILABLE", f"waited {waited:.3f}s for a turn, over the timeout")
+            return _error(
+                503, "TEMPORARILY_UNAVAILABLE", f"waited {waited:.3f}s for a turn, over the timeout"
+            )
         return None
 
     @app.get("/health", tags=["probes"])
@@ -211,7 +215,11 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
                 },
             }
         },
-        responses={400: {"description": "Bad input"}, 413: {"description": "Too large"}, 415: {"description": "Bad type"}},
+        responses={
+            400: {"description": "Bad input"},
+            413: {"description": "Too large"},
+            415: {"description": "Bad type"},
+        },
     )
     async def invocations(request: Request) -> Response:
         """MLflow's scoring protocol: dataframe_split, dataframe_records, instances, inputs, or text/csv."""
@@ -221,7 +229,9 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         try:
             columns, n_rows = parse_request(body, request.headers.get("content-type"), model.columns)
             if n_rows > settings.max_rows:
-                return _error(413, "REQUEST_TOO_LARGE", f"{n_rows} rows is over the limit of {settings.max_rows}")
+                return _error(
+                    413, "REQUEST_TOO_LARGE", f"{n_rows} rows is over the limit of {settings.max_rows}"
+                )
             X = model.frame(columns, n_rows)
             predictions = model.predict(X)
         except UnsupportedMediaType as exc:
@@ -237,7 +247,9 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
 
     async def predict(
         request: Request,
-        payload: Annotated[PredictRequest, Body(openapi_examples={"penguins": {"value": example}} if example else None)],
+        payload: Annotated[
+            PredictRequest, Body(openapi_examples={"penguins": {"value": example}} if example else None)
+        ],
     ) -> Any:
         """Typed scoring: named features in, the most probable class and every class probability out."""
         if (late := _timed_out(request)) is not None:
@@ -254,7 +266,9 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
             return _error(504, "TIMEOUT", "the prediction took longer than the timeout")
         rows = proba.tolist()
         return PredictResponse(
-            predictions=[{"label": label, "probabilities": dict(zip(classes, p))} for label, p in zip(labels, rows)],
+            predictions=[
+                {"label": label, "probabilities": dict(zip(classes, p))} for label, p in zip(labels, rows)
+            ],
             model_name=model.info.get("name"),
             model_version=model.version,
         )
@@ -278,5 +292,9 @@ def app_from_env() -> FastAPI:
     settings = ServingSettings()
     if not settings.model:
         raise ValueError("MLGATE_SERVE_MODEL must name a local model folder")
-    overrides = {"name": settings.model_name, "version": settings.model_version, "alias": settings.model_alias}
+    overrides = {
+        "name": settings.model_name,
+        "version": settings.model_version,
+        "alias": settings.model_alias,
+    }
     return create_app(settings, load_served_model(settings.model, overrides))

@@ -53,7 +53,9 @@ def model_bundle(uri: str, dest: str | Path) -> dict[str, Any]:
         found = version_by_alias(client, match["name"], match["alias"])
         if found is None:
             raise ValueError(f"{uri}: model {match['name']!r} has no alias {match['alias']!r}")
-        record.update(name=match["name"], alias=match["alias"], version=str(found.version), run_id=found.run_id)
+        record.update(
+            name=match["name"], alias=match["alias"], version=str(found.version), run_id=found.run_id
+        )
         pinned = f"models:/{match['name']}/{found.version}"
     elif match := _VERSION_URI.match(uri):
         record.update(name=match["name"], version=match["version"])

@@ -7,7 +7,14 @@ import os
 from collections import Counter as Tally
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -33,9 +40,14 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.predictions = Counter(
-            "mlgate_predictions", "Predicted rows by class.", ("class", "model_version"), registry=self.registry
+            "mlgate_predictions",
+            "Predicted rows by class.",
+            ("class", "model_version"),
+            registry=self.registry,
         )
-        self.rows = Counter("mlgate_scored_rows", "Rows scored.", ("route", "model_version"), registry=self.registry)
+        self.rows = Counter(
+            "mlgate_scored_rows", "Rows scored.", ("route", "model_version"), registry=self.registry
+        )
         info = Gauge(
             "mlgate_model_info",
             "The served model (value 1).",
@@ -43,9 +55,7 @@ class ServiceMetrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
-        info.labels(
-            *(str(model_info.get(k) or "") for k in ("name", "version", "alias", "run_id"))
-        ).set(1)
+        info.labels(*(str(model_info.get(k) or "") for k in ("name", "version", "alias", "run_id"))).set(1)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its latency."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -22,7 +23,17 @@ import yaml
 # MLflow column types we convert ourselves; anything else is refused at load time.
 NUMERIC_TYPES = {"double": np.float64, "float": np.float32}
 INTEGER_TYPES = {"long": np.int64, "integer": np.int32}
-REPORTED_PACKAGES = ("mlgate", "scikit-learn", "numpy", "pandas", "scipy", "skops", "fastapi", "uvicorn", "mlflow")
+REPORTED_PACKAGES = (
+    "mlgate",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "scipy",
+    "skops",
+    "fastapi",
+    "uvicorn",
+    "mlflow",
+)
 
 
 class InputError(ValueError):
@@ -142,7 +153,9 @@ def parse_signature(mlmodel: dict[str, Any]) -> list[Column]:
     for spec in json.loads(raw):
         name, kind = spec.get("name"), spec.get("type")
         if name is None or kind not in {*NUMERIC_TYPES, *INTEGER_TYPES, "boolean", "string"}:
-            raise ModelLoadError(f"unsupported signature input {spec}: serve models with named scalar columns")
+            raise ModelLoadError(
+                f"unsupported signature input {spec}: serve models with named scalar columns"
+            )
         columns.append(Column(name=name, type=kind, required=bool(spec.get("required", True))))
     return columns
 
@@ -205,14 +218,18 @@ def load_served_model(folder: str | Path, overrides: dict[str, str | None] | Non
     mlmodel = yaml.safe_load(mlmodel_path.read_text())
     flavor = (mlmodel.get("flavors") or {}).get("sklearn")
     if not flavor:
-        raise ModelLoadError(f"{folder}: the model has no sklearn flavor; mlgate serves scikit-learn pipelines")
+        raise ModelLoadError(
+            f"{folder}: the model has no sklearn flavor; mlgate serves scikit-learn pipelines"
+        )
     columns = parse_signature(mlmodel)
     pipeline = _load_pipeline(folder, flavor)
     if not hasattr(pipeline, "predict"):
         raise ModelLoadError(f"{folder}: the loaded object has no predict()")
-    registered = yaml.safe_load((folder / "registered_model_meta").read_text()) if (
-        folder / "registered_model_meta"
-    ).is_file() else {}
+    registered = (
+        yaml.safe_load((folder / "registered_model_meta").read_text())
+        if (folder / "registered_model_meta").is_file()
+        else {}
+    )
     bundle = _read_json(folder / "mlgate_bundle.json")
     mlgate_meta = (mlmodel.get("metadata") or {}).get("mlgate") or {}
     overrides = {k: v for k, v in (overrides or {}).items() if v}
@@ -224,6 +241,7 @@ def load_served_model(folder: str | Path, overrides: dict[str, str | None] | Non
         "run_id": mlmodel.get("run_id"),
         "model_id": mlmodel.get("model_id"),
         "git_commit": mlgate_meta.get("git_commit"),
+        "image_revision": os.environ.get("MLGATE_GIT_SHA"),
         "created": mlmodel.get("utc_time_created"),
         "signature": {
             "inputs": json.loads(mlmodel["signature"]["inputs"]),
@@ -235,4 +253,6 @@ def load_served_model(folder: str | Path, overrides: dict[str, str | None] | Non
     }
     if info["version"] is not None:
         info["version"] = str(info["version"])
-    return ServedModel(pipeline=pipeline, columns=columns, info=info, input_example=_input_example(folder, mlmodel))
+    return ServedModel(
+        pipeline=pipeline, columns=columns, info=info, input_example=_input_example(folder, mlmodel)
+    )

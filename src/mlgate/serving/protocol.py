@@ -28,7 +28,9 @@ def _from_records(records: Any, where: str) -> tuple[Columns, int]:
     names: dict[str, None] = {}
     for i, row in enumerate(records):
         if not isinstance(row, dict):
-            raise InputError(f"{where}[{i}] must be an object of column name to value, got {type(row).__name__}")
+            raise InputError(
+                f"{where}[{i}] must be an object of column name to value, got {type(row).__name__}"
+            )
         names.update(dict.fromkeys(row))
     return {name: [row.get(name) for row in records] for name in names}, len(records)
 
@@ -55,7 +57,9 @@ def _from_columnar(data: dict[str, Any], where: str) -> tuple[Columns, int]:
             raise InputError(f"{where}.{name} must be a list of values (one per row)")
         lengths.add(len(values))
     if len(lengths) > 1:
-        raise InputError(f"{where}: every column must have the same number of values, got lengths {sorted(lengths)}")
+        raise InputError(
+            f"{where}: every column must have the same number of values, got lengths {sorted(lengths)}"
+        )
     return dict(data), lengths.pop() if lengths else 0
 
 
@@ -144,4 +148,6 @@ def parse_request(body: bytes, content_type: str | None, columns: list[Column]) 
         return parse_json(body)
     if mime == CSV_TYPE:
         return parse_csv(body, columns)
-    raise UnsupportedMediaType(f"content type {content_type!r} is not supported: use {JSON_TYPE} or {CSV_TYPE}")
+    raise UnsupportedMediaType(
+        f"content type {content_type!r} is not supported: use {JSON_TYPE} or {CSV_TYPE}"
+    )

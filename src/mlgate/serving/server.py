@@ -37,7 +37,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -121,7 +122,13 @@ def serve(settings: ServingSettings) -> None:
         if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
             (workdir / "metrics").mkdir()
             os.environ[MULTIPROC_ENV] = str(workdir / "metrics")
-        log.info("serving %s on %s:%d with %d worker(s)", settings.model, settings.host, settings.port, settings.workers)
+        log.info(
+            "serving %s on %s:%d with %d worker(s)",
+            settings.model,
+            settings.host,
+            settings.port,
+            settings.workers,
+        )
         uvicorn.run(
             "mlgate.serving.app:app_from_env",
             factory=True,

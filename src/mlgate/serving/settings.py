@@ -12,11 +12,16 @@ class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLGATE_SERVE_", extra="ignore", frozen=True)
 
     model: str | None = Field(
-        default=None, description="A local MLflow model folder, or a model URI (models:/name@alias, runs:/...)."
+        default=None,
+        description="A local MLflow model folder, or a model URI (models:/name@alias, runs:/...).",
     )
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535, validation_alias=AliasChoices("PORT", "MLGATE_SERVE_PORT"))
-    workers: int = Field(default=1, ge=1, validation_alias=AliasChoices("MLGATE_SERVE_WORKERS", "WEB_CONCURRENCY"))
+    port: int = Field(
+        default=8080, ge=0, le=65535, validation_alias=AliasChoices("PORT", "MLGATE_SERVE_PORT")
+    )
+    workers: int = Field(
+        default=1, ge=1, validation_alias=AliasChoices("MLGATE_SERVE_WORKERS", "WEB_CONCURRENCY")
+    )
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1, description="Bigger bodies get 413.")
     max_rows: int = Field(default=10_000, ge=1, description="More rows in one request get 413.")
     timeout_seconds: float = Field(default=10.0, gt=0, description="Requests slower than this get 503/504.")

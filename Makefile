@@ -74,6 +74,70 @@ bench-serving: install ## Serving benchmark vs mlflow models serve (BENCH_ARGS=.
 # --- stack targets (issue 3) ---
 
 # --- CI targets (issue 6) ---
+# What the GitHub workflows run (.github/workflows, docs/ci.md). `make ci-pipeline` is pipeline.yml's chain, locally.
+.PHONY: report-summary gate-status ci-validate ci-train ci-evaluate ci-register ci-promote ci-model-version \
+	ci-image ci-image-smoke ci-image-push ci-rollback ci-retag-champion ci-pipeline
+# The config's outputs folder, asked once (memoised) from the config itself.
+CI_OUTPUTS = $(eval CI_OUTPUTS := $$(shell $(MLGATE) --config $(CONFIG) show outputs_dir 2>/dev/null || echo outputs))$(CI_OUTPUTS)
+CI_JSON = $(BIN)/python .github/scripts/ci_outputs.py
+CI_MLFLOW_RUN = $(BIN)/mlflow run . --env-manager local -P config=$(CONFIG) \
+	--experiment-name "$$($(MLGATE) --config $(CONFIG) show experiment)"
+IMAGE ?= serving
+CI_REGISTRY ?= ghcr.io
+CI_IMAGE_REPO ?= $(shell printf '%s' "$${GITHUB_REPOSITORY:-local/mlgate}" | tr '[:upper:]' '[:lower:]')
+CI_IMAGE_NAME = $(CI_REGISTRY)/$(CI_IMAGE_REPO)-$(IMAGE)
+CI_SHORT_SHA ?= $(shell git rev-parse --short=7 HEAD 2>/dev/null || echo unknown)
+CI_BUNDLE_META = serving/model/registered_model_meta
+MODEL_VERSION ?= $(shell sed -n 's/^model_version: //p' $(CI_BUNDLE_META) 2>/dev/null)
+CI_IMAGE_TAGS = $(CI_SHORT_SHA) v$(MODEL_VERSION) champion
+REASON ?= manual rollback
+
+report-summary: ## Append outputs/report.md to the job summary (GITHUB_STEP_SUMMARY; stdout locally)
+	@test -f $(CI_OUTPUTS)/report.md || { echo "$(CI_OUTPUTS)/report.md not found: run make evaluate first" >&2; exit 1; }
+	cat $(CI_OUTPUTS)/report.md >> "$${GITHUB_STEP_SUMMARY:-/dev/stdout}"
+
+gate-status: ## The gate's verdict from promotion.json: exit 0 promoted, 3 rejected (failing thresholds listed), 1 broken
+	$(CI_JSON) gate $(CI_OUTPUTS)/promotion.json
+
+ci-validate ci-train ci-evaluate ci-register: install ## One MLproject entry point via `mlflow run -e <step>` (as pipeline.yml)
+	$(CI_MLFLOW_RUN) -e $(@:ci-%=%)
+
+# `mlflow run` turns promote's exit code 3 (rejected) into 1, so the verdict is read back by gate-status.
+ci-promote: install ## The gate via `mlflow run -e promote`; exits like gate-status
+	rm -f $(CI_OUTPUTS)/promotion.json
+	-$(CI_MLFLOW_RUN) -e promote
+	$(MAKE) --no-print-directory gate-status
+
+ci-model-version: ## Print `version=<n>` of the bundled champion (serving/model), for GITHUB_OUTPUT
+	@test -n "$(MODEL_VERSION)" || { echo "no model version in $(CI_BUNDLE_META): run make model-bundle" >&2; exit 1; }
+	@echo "version=$(MODEL_VERSION)"
+
+ci-image: ## Build IMAGE=serving|batch, tagged <short sha>, v<model version> and champion
+	@test -n "$(MODEL_VERSION)" || { echo "no model version in $(CI_BUNDLE_META): run make model-bundle" >&2; exit 1; }
+	$(MAKE) --no-print-directory image-$(IMAGE) \
+		$(shell printf '%s' '$(IMAGE)' | tr '[:lower:]' '[:upper:]')_IMAGE=$(CI_IMAGE_NAME):$(CI_SHORT_SHA)
+	for tag in v$(MODEL_VERSION) champion; do docker tag $(CI_IMAGE_NAME):$(CI_SHORT_SHA) $(CI_IMAGE_NAME):$$tag; done
+
+ci-image-smoke: ## Run the IMAGE built by ci-image once: serving answers /ready and /invocations, batch scores a file
+	.github/scripts/image-smoke.sh $(IMAGE) $(CI_IMAGE_NAME):$(CI_SHORT_SHA)
+
+ci-image-push: ## Push the IMAGE's three tags; print name= and digest= for GITHUB_OUTPUT (build provenance)
+	for tag in $(CI_IMAGE_TAGS); do docker push --quiet $(CI_IMAGE_NAME):$$tag >&2; done
+	@echo "name=$(CI_IMAGE_NAME)"
+	@echo "digest=$$(docker inspect --format '{{index .RepoDigests 0}}' $(CI_IMAGE_NAME):$(CI_SHORT_SHA) | cut -d@ -f2)"
+
+ci-rollback: install ## `mlgate rollback` to VERSION (empty: the previous champion) with REASON
+	@printf '%s' "$$VERSION" | grep -Eq '^[0-9]*$$' || { echo "VERSION must be a model version number" >&2; exit 1; }
+	$(MLGATE) --config $(CONFIG) rollback --version "$$VERSION" --reason "$$REASON"
+
+ci-retag-champion: ## Point each image's champion tag at the images of the version rollback restored
+	version="$$($(CI_JSON) get $(CI_OUTPUTS)/rollback.json new)" && \
+	for image in serving batch; do \
+		name="$(CI_REGISTRY)/$(CI_IMAGE_REPO)-$$image"; \
+		docker pull --quiet "$$name:v$$version" && docker tag "$$name:v$$version" "$$name:champion" && \
+		docker push --quiet "$$name:champion" || exit 1; \
+	done
+
 
 clean: ## Remove outputs and the local MLflow store (mlflow.db, mlruns/)
 	rm -rf outputs mlflow.db mlruns .pytest_cache .coverage .coverage.* coverage.xml htmlcov

@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 MLGATE := $(BIN)/mlgate
 CONFIG ?= config/pipeline.yaml
 PYTEST_ARGS ?=
+# Commands run by make (and `mlflow run`, which calls `python`) find the virtualenv's tools first.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint test test-fast pipeline validate train evaluate register promote promote-dry-run \
@@ -43,8 +45,9 @@ validate train evaluate register promote rollback: install ## Run one step (e.g.
 promote-dry-run: install ## Show the gate's decision without moving the champion alias
 	$(MLGATE) --config $(CONFIG) promote --dry-run
 
-mlflow-run: install ## The same chain through MLflow Projects (`mlflow run .`)
-	$(BIN)/mlflow run . --env-manager local -P config=$(CONFIG)
+mlflow-run: install ## The same chain through MLflow Projects (`mlflow run .`), in the config's experiment
+	$(BIN)/mlflow run . --env-manager local -P config=$(CONFIG) \
+		--experiment-name "$$($(MLGATE) --config $(CONFIG) show experiment)"
 
 # --- serving targets (issue 8) ---
 .PHONY: serve model-bundle image-serving bench-serving
@@ -59,12 +62,8 @@ serve: install ## Serve the champion (or SERVE_MODEL=<folder|URI>) on localhost:
 model-bundle: install ## Download models:/<name>@champion into serving/model/ for the image
 	$(MLGATE) --config $(CONFIG) model-bundle --dest serving/model
 
-image-serving: ## Build the REST image (serving/Dockerfile) with the bundled model baked in
-	@test -f serving/model/MLmodel || { echo "serving/model/ is empty: run make model-bundle first"; exit 1; }
-	docker build -f serving/Dockerfile -t $(SERVING_IMAGE) \
-		--build-arg GIT_SHA=$(GIT_SHA) \
-		--build-arg MODEL_NAME="$$(sed -n 's/^model_name: //p' serving/model/registered_model_meta)" \
-		--build-arg MODEL_VERSION="$$(sed -n 's/^model_version: //p' serving/model/registered_model_meta)" .
+image-serving: ## Build the REST image (serving/Dockerfile) with serving/model/ baked in
+	serving/build.sh serving/model $(SERVING_IMAGE) $(GIT_SHA)
 
 bench-serving: install ## Serving benchmark vs mlflow models serve (BENCH_ARGS=... ; see bench/serving)
 	$(BIN)/python bench/serving/run.py $(BENCH_ARGS)
@@ -72,6 +71,30 @@ bench-serving: install ## Serving benchmark vs mlflow models serve (BENCH_ARGS=.
 # --- batch targets (issue 9) ---
 
 # --- stack targets (issue 3) ---
+# The local stack (src/mlgate/stack.py): PostgreSQL + moto S3 + mlflow server on free loopback ports, in .stack/.
+.PHONY: stack-up stack-down stack-status pipeline-stack image-stack compose-config
+STACK_ROOT ?= .stack
+STACK_IMAGE ?= mlgate-mlflow-server:local
+
+stack-up: install ## Start the local tracking stack; its URI goes to $(STACK_ROOT)/tracking_uri
+	$(MLGATE) stack up --root $(STACK_ROOT)
+
+stack-down: install ## Stop exactly the processes stack-up started (pid files in $(STACK_ROOT)/pids)
+	$(MLGATE) stack down --root $(STACK_ROOT)
+
+stack-status: install ## Show the stack's services, pids and addresses (exit 1 if one is down)
+	$(MLGATE) stack status --root $(STACK_ROOT)
+
+pipeline-stack: install ## Run the whole pipeline against the local stack (run make stack-up first)
+	@test -s $(STACK_ROOT)/tracking_uri || { echo "no stack in $(STACK_ROOT): run make stack-up first" >&2; exit 1; }
+	MLFLOW_TRACKING_URI="$$(cat $(STACK_ROOT)/tracking_uri)" $(MLGATE) --config $(CONFIG) run
+
+image-stack: ## Build the MLflow tracking server image (stack/Dockerfile) used by docker-compose.yml
+	docker build -f stack/Dockerfile -t $(STACK_IMAGE) stack
+
+compose-config: ## Validate docker-compose.yml with .env.example (needs docker-compose or `docker compose`)
+	@if docker compose version >/dev/null 2>&1; then dc="docker compose"; else dc=docker-compose; fi; \
+		$$dc --env-file .env.example -f docker-compose.yml config --quiet && echo "docker-compose.yml is valid"
 
 # --- CI targets (issue 6) ---
 # What the GitHub workflows run (.github/workflows, docs/ci.md). `make ci-pipeline` is pipeline.yml's chain, locally.

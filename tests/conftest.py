@@ -99,3 +99,11 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
 def model_copy(trained_model: dict[str, object], tmp_path: Path) -> Path:
     """A private copy of the trained champion model folder, free to modify."""
     return Path(shutil.copytree(trained_model["model_dir"], tmp_path / "model"))
+
+
+def write_config(cfg: PipelineConfig, path: Path) -> Path:
+    """Write a config back to YAML, for tests that drive the CLI."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
+    return path

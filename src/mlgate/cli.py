@@ -222,7 +222,10 @@ def serve_cmd(
     from mlgate.serving.settings import ServingSettings
 
     given = {"model": model or _champion_uri(ctx), "host": host, "port": port, "workers": workers}
-    serve(ServingSettings(**{k: v for k, v in given.items() if v is not None}))
+    try:
+        serve(ServingSettings(**{k: v for k, v in given.items() if v is not None}))
+    except (ValueError, OSError, RuntimeError) as exc:  # the image has no MLflow to describe errors with
+        raise click.ClickException(str(exc)) from exc
 
 
 @cli.command("model-bundle")
@@ -296,6 +299,51 @@ def score_cmd(ctx: click.Context, model_uri: str | None, fail_on_drift: bool, **
 
 
 # --- stack commands (issue 3) ---
+
+
+@cli.group("stack")
+def stack_group() -> None:
+    """The local tracking stack: PostgreSQL + S3 (moto) + `mlflow server` on loopback, in .stack/."""
+
+
+_STACK_ROOT = click.option(
+    "--root", default=".stack", show_default=True, envvar="MLGATE_STACK_ROOT", help="Folder of data, logs, pids."
+)
+
+
+@stack_group.command("up")
+@_STACK_ROOT
+@step_command
+def stack_up_cmd(root: str) -> None:
+    """Start the stack (or the services of it that are down); print the tracking URI."""
+    from mlgate.stack import up
+
+    click.echo(up(root).tracking_uri)
+
+
+@stack_group.command("down")
+@_STACK_ROOT
+@click.option("--purge", is_flag=True, help="Also delete the folder with the PostgreSQL data and logs.")
+@step_command
+def stack_down_cmd(root: str, purge: bool) -> None:
+    """Stop exactly the processes `stack up` started (by their pid files)."""
+    from mlgate.stack import down
+
+    stopped = down(root, purge=purge)
+    click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_group.command("status")
+@_STACK_ROOT
+@step_command
+def stack_status_cmd(root: str) -> None:
+    """Which services run, their pids and addresses (JSON); exit 1 if any is down."""
+    from mlgate.stack import status
+
+    state = status(root)
+    click.echo(json.dumps(state, indent=2))
+    if not all(s["running"] for s in state["services"].values()) or not state["services"]["mlflow"]["healthy"]:
+        sys.exit(EXIT_ERROR)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ connection, N workers and a graceful shutdown (in-flight requests finish on SIGT
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import logging.config
@@ -93,6 +94,8 @@ def resolve_model(model: str, workdir: Path) -> tuple[Path, dict[str, Any]]:
     local = Path(model.removeprefix("file://"))
     if local.is_dir():
         return local, {}
+    if importlib.util.find_spec("mlflow") is None:
+        raise ValueError(f"{model} is not a local folder, and serving a model URI needs mlflow(-skinny) installed")
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         record = pool.submit(_download, model, str(workdir / "model")).result()
     return workdir / "model", record

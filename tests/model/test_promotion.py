@@ -1,0 +1,174 @@
+"""Behaviour of the gate end to end on a real (SQLite) registry: who gets promoted, rollback, and failures
+that must leave the aliases as they were."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from mlgate import registry
+from mlgate.cli import EXIT_REJECTED, cli
+from mlgate.pipeline import run_pipeline
+from mlgate.registry import audit_trail, promote, rollback
+from tests.conftest import make_config, write_config
+
+DUMMY = {"estimator.class": "sklearn.dummy.DummyClassifier", "estimator.params": {"strategy": "most_frequent"}}
+LOGREG = {"estimator.class": "sklearn.linear_model.LogisticRegression", "estimator.params": {"max_iter": 500}}
+
+
+def champion(cfg) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(cfg.model_name, "champion").version)
+    except Exception:
+        return None
+
+
+def cli_run(cfg, store, *args: str):
+    path = write_config(cfg, store / "config.yaml")
+    return CliRunner().invoke(cli, ["--config", str(path), *args], catch_exceptions=False)
+
+
+def test_first_good_model_becomes_champion_with_audit_and_lineage(cfg):
+    summary = run_pipeline(cfg)
+    assert summary["promoted"] and summary["champion_version"] == "1" == champion(cfg)
+    client = MlflowClient()
+    mv = client.get_model_version(cfg.model_name, "1")
+    for tag in ("run_id", "git_commit", "data_digest", "config_hash", "metric.accuracy_score"):
+        assert mv.tags[f"mlgate.{tag}"], tag
+    assert mv.tags["mlgate.gate"] == "passed"
+    (entry,) = audit_trail(client, cfg.model_name)
+    assert (entry["action"], entry["previous"], entry["new"]) == ("promote", None, "1")
+    assert entry["metrics"]["accuracy_score"] == pytest.approx(summary["metrics"]["accuracy_score"])
+    assert str(client.get_model_version_by_alias(cfg.model_name, "challenger").version) == "1"
+    assert (cfg.outputs / "report.md").read_text().count("| accuracy_score |") == 1
+
+
+def test_rerun_on_same_data_is_not_a_failure(cfg):
+    run_pipeline(cfg)
+    second = run_pipeline(cfg)
+    assert second["gate_passed"] and second["promoted"] and champion(cfg) == "2"
+
+
+def test_dummy_classifier_is_never_promoted_and_exits_with_rejected_code(cfg, store):
+    run_pipeline(cfg)
+    worse = make_config(store, **DUMMY)
+    result = cli_run(worse, store, "run")
+    assert result.exit_code == EXIT_REJECTED
+    assert champion(cfg) == "1"
+    promotion = json.loads((cfg.outputs / "promotion.json").read_text())
+    assert not promotion["passed"] and promotion["version"] == "2"
+    failed = {(c["metric"], c["rule"]) for c in promotion["gate"]["checks"] if not c["passed"]}
+    assert ("accuracy_score", "min_value") in failed and ("accuracy_score", "max_regression") in failed
+    assert MlflowClient().get_model_version(cfg.model_name, "2").tags["mlgate.gate"] == "rejected"
+
+
+def test_dummy_is_rejected_even_without_a_champion(cfg, store):
+    result = cli_run(make_config(store, **DUMMY), store, "run")
+    assert result.exit_code == EXIT_REJECTED and champion(cfg) is None
+
+
+def test_better_model_is_promoted_over_a_weaker_champion(cfg, store):
+    weak = make_config(
+        store,
+        **{
+            "estimator.class": "sklearn.tree.DecisionTreeClassifier",
+            "estimator.params": {"max_depth": 1, "random_state": 0},
+            "promotion.thresholds": [{"metric": "accuracy_score", "min_value": 0.5}],
+        },
+    )
+    run_pipeline(weak)
+    assert champion(cfg) == "1"
+    summary = run_pipeline(cfg)
+    assert summary["promoted"] and champion(cfg) == "2"
+    assert audit_trail(MlflowClient(), cfg.model_name)[-1]["previous"] == "1"
+
+
+def test_threshold_out_of_reach_exits_nonzero_and_leaves_champion(cfg, store, caplog):
+    run_pipeline(cfg)
+    for step in ("validate", "train", "evaluate", "register"):
+        assert cli_run(cfg, store, step).exit_code == 0, step
+    strict = make_config(store, **{"promotion.thresholds": [{"metric": "accuracy_score", "min_value": 1.01}]})
+    result = cli_run(strict, store, "promote")
+    assert result.exit_code == EXIT_REJECTED
+    assert champion(cfg) == "1"
+    assert "FAIL accuracy_score min_value: actual 0.9904, required 1.0100" in caplog.text
+
+
+def test_dry_run_reports_but_moves_nothing(cfg):
+    run_pipeline(cfg, dry_run=True)
+    assert champion(cfg) is None
+    assert json.loads((cfg.outputs / "promotion.json").read_text())["dry_run"] is True
+    assert audit_trail(MlflowClient(), cfg.model_name) == []
+
+
+def test_rollback_restores_previous_champion_with_audit(cfg, store):
+    run_pipeline(cfg)
+    run_pipeline(make_config(store, **LOGREG))
+    assert champion(cfg) == "2"
+    entry = rollback(cfg, reason="bad canary")
+    assert champion(cfg) == "1"
+    assert (entry["action"], entry["previous"], entry["new"], entry["reason"]) == ("rollback", "2", "1", "bad canary")
+    result = cli_run(cfg, store, "rollback", "--version", "2")
+    assert result.exit_code == 0 and champion(cfg) == "2"
+    assert [e["action"] for e in audit_trail(MlflowClient(), cfg.model_name)] == ["promote", "promote", "rollback", "rollback"]
+
+
+def test_rollback_without_history_fails_clearly(cfg, store):
+    result = cli_run(cfg, store, "rollback")
+    assert result.exit_code == 1
+    assert "has no 'champion' to roll back from" in result.output
+
+
+def test_failed_audit_write_moves_the_alias_back(cfg, monkeypatch):
+    run_pipeline(cfg)
+    run_pipeline(make_config(cfg.outputs.parent, **{**LOGREG, "promotion.thresholds": [{"metric": "accuracy_score"}]}), dry_run=True)
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("tracking server went away")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_tag", refuse)
+    with pytest.raises(RuntimeError, match="went away"):
+        promote(cfg)
+    assert champion(cfg) == "1"
+    monkeypatch.undo()
+    assert [e["new"] for e in audit_trail(MlflowClient(), cfg.model_name)] == ["1"]
+
+
+def test_failed_alias_in_register_deletes_the_new_version(cfg, monkeypatch):
+    run_pipeline(cfg)
+    run_pipeline(cfg, dry_run=True)  # leaves validate/train/evaluate outputs for a fresh register
+    before = {mv.version for mv in MlflowClient().search_model_versions(f"name='{cfg.model_name}'")}
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("alias refused")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", refuse)
+    with pytest.raises(RuntimeError, match="alias refused"):
+        registry.register(cfg)
+    monkeypatch.undo()
+    after = {mv.version for mv in MlflowClient().search_model_versions(f"name='{cfg.model_name}'")}
+    assert after == before and champion(cfg) == "1"
+
+
+def test_stale_evaluation_is_rejected_when_champion_moved(cfg, store):
+    run_pipeline(cfg, dry_run=True)  # v1 evaluated against no champion, not promoted
+    other = make_config(store / "other", **LOGREG)
+    run_pipeline(other)  # v2 becomes champion meanwhile
+    result = promote(cfg)
+    assert not result.passed and champion(cfg) == "2"
+    assert any(c.rule == "unchanged_since_evaluate" for c in result.decision.failures)
+
+
+def test_promotion_lock_excludes_a_second_holder(cfg):
+    run_pipeline(cfg)
+    client = MlflowClient()
+    strict = make_config(cfg.outputs.parent, **{"promotion.lock_timeout_seconds": 0.5})
+    with registry.promotion_lock(client, cfg):
+        with pytest.raises(registry.PromotionLockTimeout, match="another promotion holds"):
+            with registry.promotion_lock(client, strict):
+                pass
+    with registry.promotion_lock(client, strict):  # released: free again
+        pass

@@ -146,7 +146,9 @@ def _format_errors(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+def load_config(
+    path: str | Path = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] | None = None
+) -> PipelineConfig:
     """Read and validate the pipeline config.
 
     Args:

@@ -53,7 +53,11 @@ def _log_feature_importance(model_uri: str, test: pd.DataFrame, cfg: PipelineCon
         model, test[features], test[cfg.data.target], n_repeats=5, random_state=cfg.split.seed, n_jobs=1
     )
     table = pd.DataFrame(
-        {"feature": features, "importance_mean": result.importances_mean, "importance_std": result.importances_std}
+        {
+            "feature": features,
+            "importance_mean": result.importances_mean,
+            "importance_std": result.importances_std,
+        }
     ).sort_values("importance_mean")
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(features) + 1))
     ax.barh(table["feature"], table["importance_mean"], xerr=table["importance_std"])
@@ -95,7 +99,11 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     decision = decide(cfg.promotion.thresholds, candidate_metrics, champion_metrics)
     evaluation = {
         "evaluate_run_id": run.info.run_id,
-        "candidate": {"run_id": trained["run_id"], "model_uri": trained["model_uri"], "metrics": candidate_metrics},
+        "candidate": {
+            "run_id": trained["run_id"],
+            "model_uri": trained["model_uri"],
+            "metrics": candidate_metrics,
+        },
         "champion": (
             None
             if champion is None
@@ -112,7 +120,11 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
         "evaluate: candidate %s on %d rows; champion %s; gate would %s",
         shown,
         len(test),
-        "none" if champion is None else f"v{champion.version} {({m: (champion_metrics or {}).get(m) for m in shown})}",
+        (
+            "none"
+            if champion is None
+            else f"v{champion.version} {({m: (champion_metrics or {}).get(m) for m in shown})}"
+        ),
         "pass" if decision.passed else "reject",
     )
     return evaluation

@@ -48,7 +48,10 @@ def build_pipeline(data: DataConfig, spec: EstimatorConfig) -> Pipeline:
         ]
     )
     pre = ColumnTransformer(
-        [("numeric", numeric, data.features_of("numeric")), ("categorical", categorical, data.features_of("categorical"))],
+        [
+            ("numeric", numeric, data.features_of("numeric")),
+            ("categorical", categorical, data.features_of("categorical")),
+        ],
         remainder="drop",
         verbose_feature_names_out=False,
     )
@@ -65,7 +68,9 @@ def reference_stats(df: pd.DataFrame, data: DataConfig) -> dict[str, Any]:
         present = col.dropna()
         if feature.type == "numeric":
             values = present.astype(float).to_numpy()
-            edges = np.unique(np.quantile(values, np.linspace(0, 1, REFERENCE_BINS + 1))) if len(values) else []
+            edges = (
+                np.unique(np.quantile(values, np.linspace(0, 1, REFERENCE_BINS + 1))) if len(values) else []
+            )
             counts = np.histogram(values, bins=edges)[0] if len(edges) > 1 else np.array([len(values)])
             entry.update(
                 mean=float(values.mean()) if len(values) else None,

@@ -47,12 +47,18 @@ def _absolute(t: Threshold, actual: float) -> list[Check]:
     higher = t.direction == "higher"
     if t.min_value is not None:
         ok = actual >= t.min_value
-        checks.append(Check(t.metric, "min_value", actual, t.min_value, ok, f"{actual:.4f} >= {t.min_value:.4f}"))
+        checks.append(
+            Check(t.metric, "min_value", actual, t.min_value, ok, f"{actual:.4f} >= {t.min_value:.4f}")
+        )
     if t.max_value is not None:
         ok = actual <= t.max_value
-        checks.append(Check(t.metric, "max_value", actual, t.max_value, ok, f"{actual:.4f} <= {t.max_value:.4f}"))
+        checks.append(
+            Check(t.metric, "max_value", actual, t.max_value, ok, f"{actual:.4f} <= {t.max_value:.4f}")
+        )
     if not checks:  # a threshold with no absolute bound still records the metric
-        checks.append(Check(t.metric, "measured", actual, None, True, f"{'higher' if higher else 'lower'} is better"))
+        checks.append(
+            Check(t.metric, "measured", actual, None, True, f"{'higher' if higher else 'lower'} is better")
+        )
     return checks
 
 
@@ -66,7 +72,9 @@ def _against_champion(t: Threshold, actual: float, champion: float) -> Check:
     tolerance = t.max_regression if t.max_regression is not None else 0.0
     required = champion - sign * tolerance
     ok = improvement >= -tolerance - 1e-12
-    return Check(t.metric, "max_regression", actual, required, ok, f"vs champion {champion:.4f}: {improvement:+.4f}")
+    return Check(
+        t.metric, "max_regression", actual, required, ok, f"vs champion {champion:.4f}: {improvement:+.4f}"
+    )
 
 
 def decide(
@@ -82,7 +90,9 @@ def decide(
         actual = candidate.get(t.metric)
         if actual is None:
             known = ", ".join(sorted(candidate)) or "none"
-            checks.append(Check(t.metric, "present", None, None, False, f"metric not computed; have: {known}"))
+            checks.append(
+                Check(t.metric, "present", None, None, False, f"metric not computed; have: {known}")
+            )
             continue
         checks.extend(_absolute(t, actual))
         if champion is not None and champion.get(t.metric) is not None:

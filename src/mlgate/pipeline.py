@@ -41,7 +41,9 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False) -> dict[str, Any]:
         "model_name": cfg.model_name,
         "candidate_version": registered["version"],
         "candidate_run_id": trained["run_id"],
-        "metrics": {t.metric: evaluation["candidate"]["metrics"].get(t.metric) for t in cfg.promotion.thresholds},
+        "metrics": {
+            t.metric: evaluation["candidate"]["metrics"].get(t.metric) for t in cfg.promotion.thresholds
+        },
         "gate_passed": result.passed,
         "promoted": result.promoted,
         "already_champion": result.already_champion,

@@ -77,7 +77,9 @@ def register(cfg: PipelineConfig) -> dict[str, Any]:
         log.error("register: setting alias %r failed; deleting version %s again", alias, mv.version)
         client.delete_model_version(cfg.model_name, mv.version)
         raise
-    log.info("register: %s version %s from run %s, alias %r", cfg.model_name, mv.version, trained["run_id"], alias)
+    log.info(
+        "register: %s version %s from run %s, alias %r", cfg.model_name, mv.version, trained["run_id"], alias
+    )
     summary = {
         "name": cfg.model_name,
         "version": str(mv.version),
@@ -191,7 +193,9 @@ def _print_failures(decision: Decision) -> None:
     for c in decision.failures:
         required = "n/a" if c.required is None else f"{c.required:.4f}"
         actual = "missing" if c.actual is None else f"{c.actual:.4f}"
-        log.warning("promote: FAIL %s %s: actual %s, required %s (%s)", c.metric, c.rule, actual, required, c.detail)
+        log.warning(
+            "promote: FAIL %s %s: actual %s, required %s (%s)", c.metric, c.rule, actual, required, c.detail
+        )
 
 
 def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
@@ -233,7 +237,9 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
     current_version = None if current is None else str(current.version)
     if current_version == version:
         log.info("promote: version %s is already %r; nothing to do", version, alias)
-        return finish(PromotionResult(decision, version, current_version, promoted=False, already_champion=True))
+        return finish(
+            PromotionResult(decision, version, current_version, promoted=False, already_champion=True)
+        )
     if not decision.passed or dry_run:
         if not decision.passed:
             _print_failures(decision)
@@ -253,7 +259,9 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
         current = version_by_alias(client, cfg.model_name, alias)
         current_version = None if current is None else str(current.version)
         if current_version == version:
-            return finish(PromotionResult(decision, version, current_version, promoted=False, already_champion=True))
+            return finish(
+                PromotionResult(decision, version, current_version, promoted=False, already_champion=True)
+            )
         if current_version != evaluated_champion:
             stale = Check(
                 "champion",
@@ -283,7 +291,9 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
     return finish(PromotionResult(decision, version, current_version, promoted=True))
 
 
-def rollback(cfg: PipelineConfig, version: str | None = None, reason: str = "manual rollback") -> dict[str, Any]:
+def rollback(
+    cfg: PipelineConfig, version: str | None = None, reason: str = "manual rollback"
+) -> dict[str, Any]:
     """Move the champion alias back to the previous champion (from the audit trail) or to ``version``.
 
     Raises:
@@ -299,7 +309,9 @@ def rollback(cfg: PipelineConfig, version: str | None = None, reason: str = "man
                 raise ValueError(f"{cfg.model_name!r} has no {alias!r} to roll back from")
             moves = [e for e in audit_trail(client, cfg.model_name) if e["new"] == current_version]
             if not moves or moves[-1]["previous"] is None:
-                raise ValueError(f"no earlier {alias!r} is recorded for {cfg.model_name!r} version {current_version}")
+                raise ValueError(
+                    f"no earlier {alias!r} is recorded for {cfg.model_name!r} version {current_version}"
+                )
             version = moves[-1]["previous"]
         target = client.get_model_version(cfg.model_name, version)  # raises if it does not exist
         entry = _move_champion(

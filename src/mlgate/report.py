@@ -37,7 +37,9 @@ def render_report(cfg: PipelineConfig, evaluation: dict[str, Any]) -> str:
     champion_info = evaluation.get("champion")
     champion = (champion_info or {}).get("metrics")
     gate = evaluation["gate"]
-    verdict = "✅ passes the promotion gate" if gate["passed"] else "❌ would be rejected by the promotion gate"
+    verdict = (
+        "✅ passes the promotion gate" if gate["passed"] else "❌ would be rejected by the promotion gate"
+    )
     champ_label = f"champion (v{champion_info['version']})" if champion_info else "champion (none yet)"
     out = [
         REPORT_MARKER,
@@ -50,7 +52,9 @@ def render_report(cfg: PipelineConfig, evaluation: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
     gated = [t.metric for t in cfg.promotion.thresholds]
-    shown = gated + sorted(m for m in candidate if m not in gated and not m.endswith(("_count", "example_count")))
+    shown = gated + sorted(
+        m for m in candidate if m not in gated and not m.endswith(("_count", "example_count"))
+    )
     for m in shown:
         c, p = candidate.get(m), (champion or {}).get(m)
         delta = "—" if c is None or p is None else f"{c - p:+.4f}"

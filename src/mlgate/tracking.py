@@ -54,6 +54,7 @@ def step_run(cfg: PipelineConfig, step: str) -> Iterator[Run]:
         )
         yield run
 
+
 def describe_error(exc: BaseException) -> str:
     """One line saying why a step failed; names the tracking server when it could not be reached."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -68,7 +68,9 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     table = read_table(data_path or validated["accepted_path"])
     typed, reasons = d.coerce_types(table, cfg.data)
     if reasons:
-        raise ValueError(f"{len(reasons)} rows of the training data fail type checks: run `mlgate validate` first")
+        raise ValueError(
+            f"{len(reasons)} rows of the training data fail type checks: run `mlgate validate` first"
+        )
     train_df, test_df = d.split(typed, cfg.data, cfg.split)
     features, target = cfg.data.feature_names, cfg.data.target
     X_train, y_train = train_df[features], train_df[target]
@@ -77,7 +79,9 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     train_accuracy = float((model.predict(X_train) == y_train).mean())
     signature = infer_signature(X_train, model.predict(X_train.head(20)))
     stats = reference_stats(train_df, cfg.data)
-    dataset = mlflow.data.from_pandas(train_df, source=validated.get("accepted_path", data_path), targets=target)
+    dataset = mlflow.data.from_pandas(
+        train_df, source=validated.get("accepted_path", data_path), targets=target
+    )
 
     out = cfg.outputs
     train_path = write_table(train_df, out / "split" / "train.parquet")
@@ -86,7 +90,9 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     with step_run(cfg, "train") as run:
         mlflow.log_input(dataset, context="training")
         mlflow.log_params(_flat_params(cfg))
-        mlflow.log_metrics({"train_accuracy": train_accuracy, "train_rows": len(train_df), "test_rows": len(test_df)})
+        mlflow.log_metrics(
+            {"train_accuracy": train_accuracy, "train_rows": len(train_df), "test_rows": len(test_df)}
+        )
         mlflow.set_tags({f"{TAG_PREFIX}data_digest": dataset.digest, f"{TAG_PREFIX}git_commit": commit})
         mlflow.log_dict(stats, REFERENCE_ARTIFACT)
         info = mlflow.sklearn.log_model(
@@ -129,4 +135,3 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     }
     write_json(summary, out / "train.json")
     return summary
-

@@ -52,9 +52,15 @@ def test_missing_file_and_bad_yaml(tmp_path):
     "override, message",
     [
         ({"data.target": "island"}, "also listed as a feature"),
-        ({"promotion.thresholds": [{"metric": "a", "max_regression": 0.1, "min_improvement": 0.1}]}, "not both"),
+        (
+            {"promotion.thresholds": [{"metric": "a", "max_regression": 0.1, "min_improvement": 0.1}]},
+            "not both",
+        ),
         ({"data.features": [{"name": "x", "type": "categorical", "min": 1}]}, "numeric features only"),
-        ({"data.features": [{"name": "x", "type": "numeric"}, {"name": "x", "type": "numeric"}]}, "duplicate"),
+        (
+            {"data.features": [{"name": "x", "type": "numeric"}, {"name": "x", "type": "numeric"}]},
+            "duplicate",
+        ),
     ],
 )
 def test_semantic_errors(override, message):

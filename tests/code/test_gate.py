@@ -49,6 +49,8 @@ def test_missing_metric_fails_instead_of_being_skipped():
 
 
 def test_decision_round_trips_through_json_dict():
-    d = decide([ACC, LOSS], {"accuracy_score": 0.95, "log_loss": 0.9}, {"accuracy_score": 0.9, "log_loss": 0.1})
+    d = decide(
+        [ACC, LOSS], {"accuracy_score": 0.95, "log_loss": 0.9}, {"accuracy_score": 0.9, "log_loss": 0.1}
+    )
     again = Decision.from_dict(d.to_dict())
     assert again == d and again.passed is False

@@ -15,7 +15,10 @@ from mlgate.pipeline import run_pipeline
 from mlgate.registry import audit_trail, promote, rollback
 from tests.conftest import make_config, write_config
 
-DUMMY = {"estimator.class": "sklearn.dummy.DummyClassifier", "estimator.params": {"strategy": "most_frequent"}}
+DUMMY = {
+    "estimator.class": "sklearn.dummy.DummyClassifier",
+    "estimator.params": {"strategy": "most_frequent"},
+}
 LOGREG = {"estimator.class": "sklearn.linear_model.LogisticRegression", "estimator.params": {"max_iter": 500}}
 
 
@@ -110,10 +113,20 @@ def test_rollback_restores_previous_champion_with_audit(cfg, store):
     assert champion(cfg) == "2"
     entry = rollback(cfg, reason="bad canary")
     assert champion(cfg) == "1"
-    assert (entry["action"], entry["previous"], entry["new"], entry["reason"]) == ("rollback", "2", "1", "bad canary")
+    assert (entry["action"], entry["previous"], entry["new"], entry["reason"]) == (
+        "rollback",
+        "2",
+        "1",
+        "bad canary",
+    )
     result = cli_run(cfg, store, "rollback", "--version", "2")
     assert result.exit_code == 0 and champion(cfg) == "2"
-    assert [e["action"] for e in audit_trail(MlflowClient(), cfg.model_name)] == ["promote", "promote", "rollback", "rollback"]
+    assert [e["action"] for e in audit_trail(MlflowClient(), cfg.model_name)] == [
+        "promote",
+        "promote",
+        "rollback",
+        "rollback",
+    ]
 
 
 def test_rollback_without_history_fails_clearly(cfg, store):
@@ -124,7 +137,10 @@ def test_rollback_without_history_fails_clearly(cfg, store):
 
 def test_failed_audit_write_moves_the_alias_back(cfg, monkeypatch):
     run_pipeline(cfg)
-    run_pipeline(make_config(cfg.outputs.parent, **{**LOGREG, "promotion.thresholds": [{"metric": "accuracy_score"}]}), dry_run=True)
+    run_pipeline(
+        make_config(cfg.outputs.parent, **{**LOGREG, "promotion.thresholds": [{"metric": "accuracy_score"}]}),
+        dry_run=True,
+    )
 
     def refuse(*_args, **_kwargs):
         raise RuntimeError("tracking server went away")

@@ -99,7 +99,8 @@ compose-config: ## Validate docker-compose.yml with .env.example (needs docker-c
 # --- CI targets (issue 6) ---
 # What the GitHub workflows run (.github/workflows, docs/ci.md). `make ci-pipeline` is pipeline.yml's chain, locally.
 .PHONY: report-summary gate-status ci-validate ci-train ci-evaluate ci-register ci-promote ci-model-version \
-	ci-image ci-image-smoke ci-image-push ci-rollback ci-retag-champion ci-pipeline
+	ci-image ci-image-smoke ci-image-push ci-rollback ci-retag-champion ci-pipeline \
+	ci-stack-up ci-stack-down ci-state-save
 # The config's outputs folder, asked once (memoised) from the config itself.
 CI_OUTPUTS = $(eval CI_OUTPUTS := $$(shell $(MLGATE) --config $(CONFIG) show outputs_dir 2>/dev/null || echo outputs))$(CI_OUTPUTS)
 CI_JSON = $(BIN)/python .github/scripts/ci_outputs.py
@@ -148,6 +149,44 @@ ci-image-push: ## Push the IMAGE's three tags; print name= and digest= for GITHU
 	for tag in $(CI_IMAGE_TAGS); do docker push --quiet $(CI_IMAGE_NAME):$$tag >&2; done
 	@echo "name=$(CI_IMAGE_NAME)"
 	@echo "digest=$$(docker inspect --format '{{index .RepoDigests 0}}' $(CI_IMAGE_NAME):$(CI_SHORT_SHA) | cut -d@ -f2)"
+
+# Zero-infrastructure mode in pipeline.yml / rollback.yml: MinIO and the MLflow server from docker-compose.yml,
+# PostgreSQL as the job's service container (CI_PG_CONTAINER, CI_SERVICES_NETWORK); state in .stack/ci-state.
+CI_COMPOSE = docker compose --env-file .env.example -f docker-compose.yml -f .github/ci-stack.compose.yml
+CI_STATE ?= .stack/ci-state
+CI_MLFLOW_URL ?= http://127.0.0.1:5000
+
+ci-stack-up: ## CI only: restore $(CI_STATE) if present, start MinIO + MLflow server (compose) on the service PostgreSQL
+	test -f .env || cp .env.example .env
+	$(CI_COMPOSE) create --no-deps minio
+	if [ -f $(CI_STATE)/mlflow.pgdump ]; then \
+		docker exec -i "$$CI_PG_CONTAINER" pg_restore -U mlflow -d mlflow --clean --if-exists --no-owner \
+			< $(CI_STATE)/mlflow.pgdump && \
+		$(CI_COMPOSE) cp $(CI_STATE)/minio/. minio:/data; fi
+	$(CI_COMPOSE) up -d --no-deps minio
+	for i in $$(seq 1 60); do curl -fsS http://127.0.0.1:9000/minio/health/live >/dev/null 2>&1 && break; sleep 2; done
+	$(CI_COMPOSE) run --rm --no-deps create-bucket
+	$(CI_COMPOSE) up -d --no-deps --build mlflow
+	for i in $$(seq 1 90); do curl -fsS $(CI_MLFLOW_URL)/health >/dev/null 2>&1 && break; sleep 2; done
+	curl -fsS $(CI_MLFLOW_URL)/health
+
+ci-state-save: ## CI only: dump the service PostgreSQL and MinIO's data into $(CI_STATE) (uploaded as mlflow-state)
+	rm -rf $(CI_STATE) && mkdir -p $(CI_STATE)
+	docker exec "$$CI_PG_CONTAINER" pg_dump -U mlflow -d mlflow --format=custom > $(CI_STATE)/mlflow.pgdump
+	$(CI_COMPOSE) cp minio:/data $(CI_STATE)/minio
+	ls -la $(CI_STATE)
+
+ci-stack-down: ## CI only: stop and remove what ci-stack-up started
+	$(CI_COMPOSE) down --volumes --remove-orphans
+
+ci-pipeline: install ## pipeline.yml's chain locally: stack-up, mlflow run steps, gate, bundle, images, stack-down
+	$(MAKE) --no-print-directory stack-up
+	status=0; MLFLOW_TRACKING_URI="$$(cat $(STACK_ROOT)/tracking_uri)" \
+		$(MAKE) --no-print-directory ci-validate ci-train ci-evaluate ci-register ci-promote report-summary \
+		model-bundle ci-model-version || status=$$?; \
+	if [ $$status = 0 ]; then for image in serving batch; do \
+		$(MAKE) --no-print-directory ci-image ci-image-smoke IMAGE=$$image || { status=$$?; break; }; done; fi; \
+	$(MAKE) --no-print-directory stack-down; exit $$status
 
 ci-rollback: install ## `mlgate rollback` to VERSION (empty: the previous champion) with REASON
 	@printf '%s' "$$VERSION" | grep -Eq '^[0-9]*$$' || { echo "VERSION must be a model version number" >&2; exit 1; }

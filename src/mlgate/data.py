@@ -56,7 +56,7 @@ def build_schema(data: DataConfig) -> pa.DataFrameSchema:
 
 
 def coerce_types(df: pd.DataFrame, data: DataConfig) -> tuple[pd.DataFrame, dict[int, list[str]]]:
-    """Cast features to their declared types; return the cast frame and a reason per row that failed a cast."""
+    """Cast features to their declared types; return the cast frame and the reasons of rows that failed."""
     missing = [c for c in [*data.feature_names, data.target] if c not in df.columns]
     if missing:
         raise SchemaMismatchError(f"missing column(s) {missing}; the table has {list(df.columns)}")

@@ -1,4 +1,4 @@
-"""Step 3, evaluate: score the candidate and the current champion on the same held-out split, write the report."""
+"""Step 3, evaluate: score candidate and current champion on the same held-out split; write the report."""
 
 from __future__ import annotations
 

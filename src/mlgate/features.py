@@ -1,4 +1,4 @@
-"""Preprocessing that ships inside the model, and the reference statistics later drift checks compare against."""
+"""Preprocessing that ships inside the model, and the reference statistics drift checks compare against."""
 
 from __future__ import annotations
 

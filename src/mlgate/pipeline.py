@@ -1,4 +1,4 @@
-"""The whole chain, validate -> train -> evaluate -> register -> promote, as one parent run with a child per step."""
+"""The chain validate -> train -> evaluate -> register -> promote: one parent run, a child run per step."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
 
 
 def register(cfg: PipelineConfig) -> dict[str, Any]:
-    """Register the trained candidate as a new version with lineage tags, and point the challenger alias at it.
+    """Register the trained candidate as a version with lineage tags; point the challenger alias at it.
 
     Returns:
         The step result written to ``<outputs>/register.json``: model name, version, run id, source URI.
@@ -114,7 +114,7 @@ def promotion_lock(client: MlflowClient, cfg: PipelineConfig) -> Iterator[None]:
         _break_stale_lock(client, lock_name)
         if time.monotonic() > deadline:
             raise PromotionLockTimeout(
-                f"could not lock {cfg.model_name!r} for promotion within {cfg.promotion.lock_timeout_seconds:.0f}s: "
+                f"could not lock {cfg.model_name!r} within {cfg.promotion.lock_timeout_seconds:.0f}s: "
                 f"another promotion holds registered model {lock_name!r}"
             )
         time.sleep(0.2)
@@ -269,7 +269,7 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
                 None,
                 None,
                 False,
-                f"champion moved from {evaluated_champion} to {current_version} after evaluation; re-run evaluate",
+                f"champion moved from {evaluated_champion} to {current_version} since evaluate; re-run it",
             )
             decision = Decision([*decision.checks, stale])
             _print_failures(decision)

@@ -1,4 +1,4 @@
-"""Step 2, train: fit the preprocessing + estimator Pipeline and log it as an MLflow model with its lineage."""
+"""Step 2, train: fit the preprocessing + estimator Pipeline; log it as an MLflow model with its lineage."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The project's own wiring: pins in step, MLproject entry points backed by CLI commands, --help everywhere."""
+"""The project's wiring: pins in step, MLproject entry points backed by CLI commands, --help everywhere."""
 
 import re
 import tomllib

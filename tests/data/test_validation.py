@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 
 from mlgate.config import load_config
-from mlgate.data import REASON_COLUMN, ROW_COLUMN, SchemaMismatchError, TooManyInvalidRowsError, check_rows, split
+from mlgate.data import (
+    REASON_COLUMN,
+    ROW_COLUMN,
+    SchemaMismatchError,
+    TooManyInvalidRowsError,
+    check_rows,
+    split,
+)
 from mlgate.validate import validate
 from tests.conftest import DEFAULT_CONFIG, PENGUINS, make_config
 
@@ -77,7 +84,9 @@ def test_validate_step_writes_quarantine_and_counts(store, penguins):
     assert summary["rows_quarantined"] == 10
     quarantine = pd.read_csv(summary["quarantine_path"])
     assert quarantine[REASON_COLUMN].str.startswith("bill_depth_mm: 'n/a?' is not a number").all()
-    assert json.loads((cfg.outputs / "validate.json").read_text())["dataset_digest"] == summary["dataset_digest"]
+    assert (
+        json.loads((cfg.outputs / "validate.json").read_text())["dataset_digest"] == summary["dataset_digest"]
+    )
 
 
 def test_validate_fails_past_the_limit_but_keeps_the_quarantine(store, penguins):
@@ -86,7 +95,9 @@ def test_validate_fails_past_the_limit_but_keeps_the_quarantine(store, penguins)
     path = store / "corrupted.csv"
     corrupted.to_csv(path, index=False)
     cfg = make_config(store, **{"data.source": str(path)})
-    with pytest.raises(TooManyInvalidRowsError, match=r"50 of 344 rows invalid \(14.5%\), above the limit of 5.0%"):
+    with pytest.raises(
+        TooManyInvalidRowsError, match=r"50 of 344 rows invalid \(14.5%\), above the limit of 5.0%"
+    ):
         validate(cfg)
     assert len(pd.read_csv(cfg.outputs / "quarantine.csv")) == 50
     assert not (cfg.outputs / "validate.json").exists()

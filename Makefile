@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test test-fast pipeline validate train evaluate register promote promote-dry-run \
+.PHONY: help install install-runtime lint test test-fast pipeline validate train evaluate register promote promote-dry-run \
 	rollback mlflow-run clean
 
 help: ## List the targets
@@ -23,9 +23,15 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.runtime
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv and install mlgate with its development tools
+
+install-runtime: $(VENV)/.runtime ## Create .venv and install only what the pipeline needs
 
 lint: install ## Run every pre-commit hook on all files
 	$(BIN)/pre-commit run --all-files --show-diff-on-failure
@@ -36,16 +42,16 @@ test: install ## The whole test suite (units, data, model, stack, images, Spark)
 test-fast: install ## The quick inner loop: everything not marked slow
 	$(BIN)/pytest -m "not slow" --no-cov $(PYTEST_ARGS)
 
-pipeline: install ## Run validate -> train -> evaluate -> register -> promote on the default data
+pipeline: install-runtime ## Run validate -> train -> evaluate -> register -> promote on the default data
 	$(MLGATE) --config $(CONFIG) run
 
-validate train evaluate register promote rollback: install ## Run one step (e.g. `make train`)
+validate train evaluate register promote rollback: install-runtime ## Run one step (e.g. `make train`)
 	$(MLGATE) --config $(CONFIG) $@
 
-promote-dry-run: install ## Show the gate's decision without moving the champion alias
+promote-dry-run: install-runtime ## Show the gate's decision without moving the champion alias
 	$(MLGATE) --config $(CONFIG) promote --dry-run
 
-mlflow-run: install ## The same chain through MLflow Projects (`mlflow run .`), in the config's experiment
+mlflow-run: install-runtime ## The same chain through MLflow Projects (`mlflow run .`), in the config's experiment
 	$(BIN)/mlflow run . --env-manager local -P config=$(CONFIG) \
 		--experiment-name "$$($(MLGATE) --config $(CONFIG) show experiment)"
 
@@ -179,7 +185,7 @@ ci-state-save: ## CI only: dump the service PostgreSQL and MinIO's data into $(C
 ci-stack-down: ## CI only: stop and remove what ci-stack-up started
 	$(CI_COMPOSE) down --volumes --remove-orphans
 
-ci-pipeline: install ## pipeline.yml's chain locally: stack-up, mlflow run steps, gate, bundle, images, stack-down
+ci-pipeline: install-runtime ## pipeline.yml's chain locally: stack-up, mlflow run steps, gate, bundle, images, stack-down
 	$(MAKE) --no-print-directory stack-up
 	status=0; MLFLOW_TRACKING_URI="$$(cat $(STACK_ROOT)/tracking_uri)" \
 		$(MAKE) --no-print-directory ci-validate ci-train ci-evaluate ci-register ci-promote report-summary \

@@ -139,9 +139,13 @@ def _name_version(uri: str, path: Path, mlmodel: dict[str, Any]) -> tuple[str, s
     resolved = _registry_name_version(uri)
     if resolved:
         return resolved
-    meta_file = path / "registered_model_meta"
-    meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else {}
-    meta = meta or {}
+    meta: dict[str, Any] = {}
+    bundle_file, meta_file = path / "mlgate_bundle.json", path / "registered_model_meta"
+    if bundle_file.is_file():  # written by `mlgate model-bundle`
+        bundle = json.loads(bundle_file.read_text())
+        meta = {"model_name": bundle.get("name"), "model_version": bundle.get("version")}
+    elif meta_file.is_file():
+        meta = yaml.safe_load(meta_file.read_text()) or {}
     name = (
         os.environ.get("MLGATE_MODEL_NAME") or meta.get("model_name") or mlmodel.get("model_id") or path.name
     )
@@ -280,6 +284,12 @@ def list_inputs(source: str) -> tuple[pafs.FileSystem, list[str]]:
     return fs, files
 
 
+def csv_header(fs: pafs.FileSystem, file: str) -> list[str]:
+    """The column names of a CSV file (its first line)."""
+    fmt = ds.CsvFileFormat(parse_options=pacsv.ParseOptions(invalid_row_handler=lambda _row: "skip"))
+    return ds.dataset(file, filesystem=fs, format=fmt).schema.names
+
+
 @dataclass
 class _Chunk:
     """A slice of one input file: its rows (needed columns only) and the malformed lines found so far."""
@@ -326,13 +336,7 @@ def read_chunks(
                     sink.append((row.number, why))
                 return "skip"
 
-            header = ds.dataset(
-                file,
-                filesystem=fs,
-                format=ds.CsvFileFormat(
-                    parse_options=pacsv.ParseOptions(invalid_row_handler=lambda _row: "skip")
-                ),
-            ).schema.names
+            header = csv_header(fs, file)
             present = [c for c in columns if c in header]
             fmt = ds.CsvFileFormat(
                 parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),

@@ -34,6 +34,7 @@ from mlgate.score import (
 log = logging.getLogger(__name__)
 
 CORRUPT = "_corrupt_record"
+EXTRA = "_extra_fields"
 
 
 def _proba_model(model: BatchModel, workdir: Path) -> Path:
@@ -62,19 +63,22 @@ def _read_file(spark: Any, fs: Any, file: str, source: str, needed: list[str]) -
     path = _spark_path(file, source)
     if table_format(file) == "csv":
         header = csv_header(fs, file)
-        schema = StructType(
-            [StructField(c, StringType()) for c in header] + [StructField(CORRUPT, StringType())]
-        )
+        # Spark's permissive CSV mode pads short lines with nulls and drops extra fields: one spare column catches
+        # lines with too many fields; short lines are judged by the signature (nulls in required columns).
+        extra = [StructField(EXTRA, StringType()), StructField(CORRUPT, StringType())]
+        schema = StructType([StructField(c, StringType()) for c in header] + extra)
         df = spark.read.csv(
             path,
             header=True,
             schema=schema,
             mode="PERMISSIVE",
             columnNameOfCorruptRecord=CORRUPT,
-            enforceSchema=False,
+            enforceSchema=True,
             nullValue="NA",
             emptyValue=None,
         )
+        too_long = F.concat(F.lit(f"expected {len(header)} fields, found more: "), F.col(EXTRA))
+        df = df.withColumn(CORRUPT, F.when(F.col(EXTRA).isNotNull(), too_long).otherwise(F.col(CORRUPT)))
     else:
         df = spark.read.parquet(path).withColumn(CORRUPT, F.lit(None).cast(StringType()))
     df = df.select(*[c for c in needed if c in df.columns], CORRUPT).withColumn(SOURCE_FILE, F.lit(file))

@@ -75,6 +75,23 @@ bench-serving: install ## Serving benchmark vs mlflow models serve (BENCH_ARGS=.
 	$(BIN)/python bench/serving/run.py $(BENCH_ARGS)
 
 # --- batch targets (issue 9) ---
+.PHONY: score model-bundle-batch image-batch bench-batch
+BATCH_IMAGE ?= mlgate-batch:latest
+SCORE_INPUT ?= data/penguins.csv
+SCORE_OUTPUT ?= outputs/scores.parquet
+
+score: install ## Score SCORE_INPUT with the champion into SCORE_OUTPUT (+ quarantine, summary, drift report)
+	$(MLGATE) --config $(CONFIG) score --input $(SCORE_INPUT) --output $(SCORE_OUTPUT)
+
+model-bundle-batch: install ## Download models:/<name>@champion into batch/model/ for the batch image
+	$(MLGATE) --config $(CONFIG) model-bundle --dest batch/model
+
+image-batch: ## Build the batch image (batch/Dockerfile) with batch/model/ baked in (if present)
+	batch/build.sh "$(if $(wildcard batch/model/MLmodel),batch/model)" $(BATCH_IMAGE) $(GIT_SHA)
+
+bench-batch: install ## Batch benchmark: mlgate score vs mlflow models predict vs in-memory (BENCH_ARGS=...)
+	$(BIN)/python bench/batch/run.py $(BENCH_ARGS)
+
 
 # --- stack targets (issue 3) ---
 # The local stack (src/mlgate/stack.py): PostgreSQL + moto S3 + mlflow server on free loopback ports, in .stack/.

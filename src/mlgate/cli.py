@@ -251,6 +251,7 @@ EXIT_DRIFT = 4  # the job succeeded but inputs drifted past the threshold (with 
     "model_uri",
     default=None,
     callback=_blank_is_none,
+    envvar="MLGATE_SCORE_MODEL",
     help="models:/name@alias, any MLflow model URI or a local model folder (default: the champion).",
 )
 @click.option(

@@ -147,9 +147,9 @@ def _name_version(uri: str, path: Path, mlmodel: dict[str, Any]) -> tuple[str, s
     elif meta_file.is_file():
         meta = yaml.safe_load(meta_file.read_text()) or {}
     name = (
-        os.environ.get("MLGATE_MODEL_NAME") or meta.get("model_name") or mlmodel.get("model_id") or path.name
+        meta.get("model_name") or os.environ.get("MLGATE_MODEL_NAME") or mlmodel.get("model_id") or path.name
     )
-    version = os.environ.get("MLGATE_MODEL_VERSION") or meta.get("model_version") or "unknown"
+    version = meta.get("model_version") or os.environ.get("MLGATE_MODEL_VERSION") or "unknown"
     return str(name), str(version)
 
 

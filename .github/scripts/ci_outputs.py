@@ -38,7 +38,10 @@ def gate_summary(promotion: dict[str, Any]) -> tuple[int, str]:
     if promotion.get("passed") and (promotion.get("promoted") or promotion.get("already_champion")):
         return EXIT_PASSED, f"### Promotion gate: passed\n\n`{name}` version {version} is the champion.\n"
     if promotion.get("passed"):  # a dry run: passes, but nothing moved
-        return EXIT_REJECTED, f"### Promotion gate: passed (dry run)\n\n`{name}` version {version} was not promoted.\n"
+        return (
+            EXIT_REJECTED,
+            f"### Promotion gate: passed (dry run)\n\n`{name}` version {version} was not promoted.\n",
+        )
     lines = [
         "### Promotion gate: FAILED",
         "",

@@ -36,18 +36,30 @@ def test_every_run_step_is_a_make_target_or_an_allowed_command() -> None:
 def test_the_run_checker_catches_what_it_should() -> None:
     targets = {"lint", "test"}
     assert check_run("make lint test", targets) == []
-    assert check_run("make --silent lint >> \"$GITHUB_OUTPUT\"", targets) == []
-    assert check_run("make lint IMAGE=\"$IMAGE\"", targets) == []
+    assert check_run('make --silent lint >> "$GITHUB_OUTPUT"', targets) == []
+    assert check_run('make lint IMAGE="$IMAGE"', targets) == []
     assert check_run("make deploy", targets) == ["make target 'deploy' does not exist in the Makefile"]
     assert "command 'python' is not" in check_run("python -m mlgate run", targets)[0]
     assert "command 'pip' is not" in check_run("make lint && pip install x", targets)[0]
     assert "expression" in check_run('echo "${{ github.event.pull_request.title }}"', targets)[0]
-    assert commands("A=1 make lint | tee log; echo done") == [["make", "lint"], ["tee", "log"], ["echo", "done"]]
+    assert commands("A=1 make lint | tee log; echo done") == [
+        ["make", "lint"],
+        ["tee", "log"],
+        ["echo", "done"],
+    ]
 
 
 def test_makefile_targets_are_read_from_rule_lines() -> None:
     targets = makefile_targets()
-    assert {"lint", "test", "pipeline", "ci-pipeline", "ci-promote", "gate-status", "report-summary"} <= targets
+    assert {
+        "lint",
+        "test",
+        "pipeline",
+        "ci-pipeline",
+        "ci-promote",
+        "gate-status",
+        "report-summary",
+    } <= targets
     assert {"validate", "train", "ci-validate", "ci-register"} <= targets  # multi-target rules
     assert "PATH" not in targets and "CONFIG" not in targets
 
@@ -114,7 +126,14 @@ def test_ci_runs_on_pull_requests_with_path_filters_and_cancels_superseded_runs(
     assert "pull_request.number" in wf["concurrency"]["group"]
     assert "pull_request" in str(wf["concurrency"]["cancel-in-progress"])
     runs = " ".join(s.raw.get("run", "") for s in all_steps() if s.workflow == "ci.yml")
-    for target in ("make lint", "make test", "make pipeline", "make report-summary", "ci-image", "ci-image-smoke"):
+    for target in (
+        "make lint",
+        "make test",
+        "make pipeline",
+        "make report-summary",
+        "ci-image",
+        "ci-image-smoke",
+    ):
         assert target in runs
     assert "ci-image-push" not in runs  # pull requests build images, never push them
     comment = wf["jobs"]["comment"]

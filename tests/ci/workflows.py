@@ -35,7 +35,9 @@ class Step:
 
     @property
     def where(self) -> str:
-        return f"{self.workflow}:{self.job}:step {self.index} ({self.raw.get('name') or self.raw.get('uses')})"
+        return (
+            f"{self.workflow}:{self.job}:step {self.index} ({self.raw.get('name') or self.raw.get('uses')})"
+        )
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -108,10 +110,14 @@ def check_run(script: str, targets: set[str]) -> list[str]:
     for words in commands(script):
         cmd = words[0]
         if cmd not in ALLOWED_COMMANDS:
-            problems.append(f"command {cmd!r} is not make, mlgate, mlflow, docker or a standard shell utility")
+            problems.append(
+                f"command {cmd!r} is not make, mlgate, mlflow, docker or a standard shell utility"
+            )
         if cmd == "make":
             named = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
-            problems += [f"make target {t!r} does not exist in the Makefile" for t in named if t not in targets]
+            problems += [
+                f"make target {t!r} does not exist in the Makefile" for t in named if t not in targets
+            ]
             if not named:
                 problems.append("bare `make` (name the target)")
     return problems

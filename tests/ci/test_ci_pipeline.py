@@ -1,0 +1,112 @@
+"""`make ci-pipeline`: pipeline.yml's chain run locally against the local tracking stack, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess  # nosec B404 - tests run fixed commands
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.ci.workflows import REPO, makefile_targets
+from tests.conftest import make_config, require, write_config
+
+IMAGE_REPO = "mlgate-test/ci"
+
+
+def _docker_ok() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+
+
+def _make(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLFLOW_"))}
+    return subprocess.run(
+        ["make", "--no-print-directory", *args, f"CI_IMAGE_REPO={IMAGE_REPO}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+
+
+def _images(tag: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return [ref for ref in out if IMAGE_REPO in ref and ref.endswith(f":{tag}")]
+
+
+def _champion(stack_root: Path, model_name: str) -> str:
+    """Bring the stack up again and ask its registry which version is champion."""
+    from mlflow import MlflowClient
+
+    assert _make("stack-up", f"STACK_ROOT={stack_root}").returncode == 0
+    try:
+        client = MlflowClient(tracking_uri=(stack_root / "tracking_uri").read_text().strip())
+        return str(client.get_model_version_by_alias(model_name, "champion").version)
+    finally:
+        _make("stack-down", f"STACK_ROOT={stack_root}")
+
+
+@pytest.mark.slow
+@pytest.mark.container
+def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_image(tmp_path: Path) -> None:
+    targets = makefile_targets()
+    require(
+        {"stack-up", "stack-down", "model-bundle", "image-serving", "image-batch"} <= targets,
+        "the stack, serving and batch make targets are not all there yet",
+    )
+    require(_docker_ok(), "no container engine (../shared/container-engine/setup)")
+    stack = tmp_path / "stack"
+    cfg = make_config(tmp_path)
+    config = write_config(cfg, tmp_path / "pipeline.yaml")
+    run = uuid.uuid4().hex[:6]
+    ok_tag, fail_tag = f"ok{run}", f"no{run}"
+    try:
+        first = _make("ci-pipeline", f"CONFIG={config}", f"STACK_ROOT={stack}", f"CI_SHORT_SHA={ok_tag}")
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+        promoted = json.loads((cfg.outputs / "promotion.json").read_text())
+        assert promoted["promoted"] and promoted["passed"]
+        version = promoted["version"]
+        for kind in ("serving", "batch"):
+            for tag in (ok_tag, f"v{version}", "champion"):
+                assert f"ghcr.io/{IMAGE_REPO}-{kind}:{tag}" in _images(tag)
+        assert "image smoke ok: serving" in first.stdout and "image smoke ok: batch" in first.stdout
+
+        strict = make_config(
+            tmp_path,
+            **{
+                "promotion.thresholds": [
+                    {"metric": "accuracy_score", "direction": "higher", "min_value": 1.01}
+                ]
+            },
+        )
+        strict_config = write_config(strict, tmp_path / "strict.yaml")
+        second = _make(
+            "ci-pipeline", f"CONFIG={strict_config}", f"STACK_ROOT={stack}", f"CI_SHORT_SHA={fail_tag}"
+        )
+        assert second.returncode != 0
+        assert "Promotion gate: FAILED" in second.stdout
+        assert "accuracy_score | min_value" in second.stdout
+        rejected = json.loads((strict.outputs / "promotion.json").read_text())
+        assert not rejected["promoted"] and rejected["previous_champion"] == version
+        assert int(rejected["version"]) > int(version)
+        assert "docker build" not in second.stdout and "model-bundle" not in second.stdout
+        assert _images(fail_tag) == []  # nothing built
+        assert _champion(stack, cfg.model_name) == version  # champion untouched
+    finally:
+        _make("stack-down", f"STACK_ROOT={stack}")
+        leftovers = _images(ok_tag) + _images(fail_tag)
+        for kind in ("serving", "batch"):
+            leftovers += [r for r in _images("champion") if r.startswith(f"ghcr.io/{IMAGE_REPO}-{kind}")]
+        if leftovers:
+            subprocess.run(["docker", "rmi", "-f", *leftovers], capture_output=True)

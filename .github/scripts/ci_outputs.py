@@ -1,6 +1,6 @@
 """Read the pipeline's result files for the workflows and `make ci-pipeline` (standard library only).
 
-    python ci_outputs.py gate outputs/promotion.json   # exit 0 promoted or already champion, 3 rejected, 1 broken
+    python ci_outputs.py gate outputs/promotion.json   # exit 0 promoted (or already), 3 rejected, 1 broken
     python ci_outputs.py get outputs/rollback.json new # print one top-level field
 
 `mlflow run -e promote` turns promote's own exit code 3 into 1, so the verdict is read back from the JSON that
@@ -53,7 +53,8 @@ def gate_summary(promotion: dict[str, Any]) -> tuple[int, str]:
     ]
     for c in failures:
         lines.append(
-            f"| {c['metric']} | {c['rule']} | {_fmt(c.get('actual'))} | {_fmt(c.get('required'))} | {c['detail']} |"
+            f"| {c['metric']} | {c['rule']} | {_fmt(c.get('actual'))} | {_fmt(c.get('required'))} "
+            f"| {c['detail']} |"
         )
     return EXIT_REJECTED, "\n".join(lines) + "\n"
 

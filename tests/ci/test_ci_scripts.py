@@ -1,4 +1,4 @@
-"""The scripts behind the workflows: the gate verdict (make gate-status), the sticky comment, the state lookup."""
+"""The scripts behind the workflows: the gate verdict (make gate-status), sticky comment, state lookup."""
 
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ const github = {
     createComment: async ({ body }) => { const c = { id: next++, body, user: { type: 'Bot' } };
       comments.push(c); return { data: c }; },
     updateComment: async ({ comment_id, body }) => { comments.find((c) => c.id === comment_id).body = body; },
-    deleteComment: async ({ comment_id }) => { comments.splice(comments.findIndex((c) => c.id === comment_id), 1); },
+    deleteComment: async ({ comment_id }) => {
+      comments.splice(comments.findIndex((c) => c.id === comment_id), 1); },
   } },
 };
 const context = { repo: { owner: 'o', repo: 'r' }, issue: { number: 7 } };
@@ -146,8 +147,8 @@ const runs = {
   'rollback.yml': [{ id: 2, name: 'rollback', updated_at: '2026-02-01T00:00:00Z' },
                    { id: 4, name: 'rollback', updated_at: '2026-04-01T00:00:00Z' }],
 };
-const artifacts = { 1: [{ name: 'mlflow-state', expired: false }], 2: [{ name: 'mlflow-state', expired: false }],
-                    3: [{ name: 'mlflow-state', expired: false }], 4: [{ name: 'mlflow-state', expired: true }] };
+const state = (expired) => [{ name: 'mlflow-state', expired }];
+const artifacts = { 1: state(false), 2: state(false), 3: state(false), 4: state(true) };
 const asked = [];
 const github = { rest: { actions: {
   listWorkflowRuns: async ({ workflow_id, status, branch }) => { asked.push([workflow_id, status, branch]);

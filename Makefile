@@ -206,7 +206,7 @@ ci-pipeline: install-runtime ## pipeline.yml's chain locally: stack-up, mlflow r
 	$(MAKE) --no-print-directory stack-up
 	status=0; MLFLOW_TRACKING_URI="$$(cat $(STACK_ROOT)/tracking_uri)" \
 		$(MAKE) --no-print-directory ci-validate ci-train ci-evaluate ci-register ci-promote report-summary \
-		model-bundle ci-model-version || status=$$?; \
+		model-bundle model-bundle-batch ci-model-version || status=$$?; \
 	if [ $$status = 0 ]; then for image in serving batch; do \
 		$(MAKE) --no-print-directory ci-image ci-image-smoke IMAGE=$$image || { status=$$?; break; }; done; fi; \
 	$(MAKE) --no-print-directory stack-down; exit $$status

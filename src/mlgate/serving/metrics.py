@@ -21,7 +21,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ServiceMetrics:
-    """The metrics of one app, in their own registry (so several apps can live in one process, as in tests)."""
+    """The metrics of one app, in their own registry (several apps can live in one process, as in tests)."""
 
     content_type = CONTENT_TYPE_LATEST
 

@@ -1,5 +1,5 @@
-"""The served model: a scikit-learn pipeline loaded from an MLflow model folder, its input schema taken from the
-signature, and fast, strict conversion of request columns into the DataFrame the pipeline expects.
+"""The served model: a scikit-learn pipeline loaded from an MLflow model folder, its input schema taken from
+the signature, and fast, strict conversion of request columns into the DataFrame the pipeline expects.
 
 A skops model loads without importing MLflow (the MLmodel file lists the types to trust, the same allow-list
 MLflow would pass to skops); any other sklearn serialization goes through ``mlflow.sklearn`` under the

@@ -1,5 +1,5 @@
-"""MLflow's scoring protocol for ``POST /invocations``: request bodies parsed into named columns, so any client
-of ``mlflow models serve`` works unchanged. JSON with ``dataframe_split``, ``dataframe_records``,
+"""MLflow's scoring protocol for ``POST /invocations``: request bodies parsed into named columns, so any
+client of ``mlflow models serve`` works unchanged. JSON with ``dataframe_split``, ``dataframe_records``,
 ``instances`` or ``inputs`` (plus an ignored ``params``), or ``text/csv`` with a header row."""
 
 from __future__ import annotations

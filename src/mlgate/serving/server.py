@@ -67,8 +67,8 @@ def log_config(level: str) -> dict[str, Any]:
 
 
 class NoDelayProtocol(_BaseProtocol):  # type: ignore[misc,valid-type]
-    """Sets TCP_NODELAY on each connection: uvicorn's multi-worker socket is made without IPPROTO_TCP, so asyncio
-    skips it, and Nagle plus delayed ACKs then add about 40 ms to every small response."""
+    """Sets TCP_NODELAY on each connection: uvicorn's multi-worker socket is made without IPPROTO_TCP, so
+    asyncio skips it, and Nagle plus delayed ACKs then add about 40 ms to every small response."""
 
     def connection_made(self, transport: Any) -> None:  # noqa: D102
         sock = transport.get_extra_info("socket")
@@ -95,7 +95,9 @@ def resolve_model(model: str, workdir: Path) -> tuple[Path, dict[str, Any]]:
     if local.is_dir():
         return local, {}
     if importlib.util.find_spec("mlflow") is None:
-        raise ValueError(f"{model} is not a local folder, and serving a model URI needs mlflow(-skinny) installed")
+        raise ValueError(
+            f"{model} is not a local folder, and serving a model URI needs mlflow(-skinny) installed"
+        )
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         record = pool.submit(_download, model, str(workdir / "model")).result()
     return workdir / "model", record

@@ -1,4 +1,4 @@
-"""Service settings, read from the environment (prefix ``MLGATE_SERVE_``; ``PORT`` and ``WEB_CONCURRENCY`` too)."""
+"""Service settings from the environment (prefix ``MLGATE_SERVE_``; also ``PORT`` and ``WEB_CONCURRENCY``)."""
 
 from __future__ import annotations
 

@@ -292,13 +292,13 @@ def markdown(results: dict[str, Any]) -> str:
     for c in results["cells"]:
         if c["server"] == "in-process":
             lines.append(
-                f"| {c['model']} | in-process predict | {c['rows']} | - | {c['rps_limit']} | {c['predict_ms']} "
-                "| - | - | 0 |"
+                f"| {c['model']} | in-process predict | {c['rows']} | - | {c['rps_limit']} "
+                f"| {c['predict_ms']} | - | - | 0 |"
             )
         else:
             lines.append(
-                f"| {c['model']} | {c['server']} | {c['rows']} | {c['concurrency']} | {c['rps']} | {c['p50_ms']} "
-                f"| {c['p99_ms']} "
+                f"| {c['model']} | {c['server']} | {c['rows']} | {c['concurrency']} | {c['rps']} "
+                f"| {c['p50_ms']} | {c['p99_ms']} "
                 f"| {c['errors']} | {c.get('overhead_ms', '')} |"
             )
     lines += ["", "| model | server | ready s | memory total MiB | per worker MiB |", "|---|---|---|---|---|"]

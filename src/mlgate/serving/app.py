@@ -160,7 +160,7 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
     app = FastAPI(
         title="mlgate inference",
         version=model.version,
-        description=f"Model {model.info.get('name')} version {model.version}: MLflow's protocol and a typed API.",
+        description=f"Model {model.info.get('name')} version {model.version}: MLflow protocol and typed API.",
         lifespan=lifespan,
     )
     app.state.ready = False

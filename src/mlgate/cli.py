@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from mlgate.config import DEFAULT_CONFIG_PATH, load_config
+from mlgate.errors import describe_error
 
 log = logging.getLogger("mlgate")
 
@@ -43,16 +44,10 @@ def step_command(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except Exception as exc:  # noqa: BLE001 - the CLI boundary reports every failure in one line
             log.debug("traceback", exc_info=True)
-            click.echo(f"mlgate {fn.__name__.replace('_cmd', '')} failed: {_describe(exc)}", err=True)
+            click.echo(f"mlgate {fn.__name__.replace('_cmd', '')} failed: {describe_error(exc)}", err=True)
             sys.exit(EXIT_ERROR)
 
     return wrapper
-
-
-def _describe(exc: BaseException) -> str:
-    from mlgate.tracking import describe_error
-
-    return describe_error(exc)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -324,13 +319,13 @@ def stack_up_cmd(root: str) -> None:
 
 @stack_group.command("down")
 @_STACK_ROOT
-@click.option("--purge", is_flag=True, help="Also delete the folder with the PostgreSQL data and logs.")
+@click.option("--keep", is_flag=True, help="Keep the folder (data, logs); by default it is deleted.")
 @step_command
-def stack_down_cmd(root: str, purge: bool) -> None:
+def stack_down_cmd(root: str, keep: bool) -> None:
     """Stop exactly the processes `stack up` started (by their pid files)."""
     from mlgate.stack import down
 
-    stopped = down(root, purge=purge)
+    stopped = down(root, keep=keep)
     click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 

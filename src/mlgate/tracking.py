@@ -54,17 +54,3 @@ def step_run(cfg: PipelineConfig, step: str) -> Iterator[Run]:
         )
         yield run
 
-
-def describe_error(exc: BaseException) -> str:
-    """One line saying why a step failed; names the tracking server when it could not be reached."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    chain = [exc, exc.__cause__, exc.__context__]
-    unreachable = any(
-        type(e).__name__ in ("ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout")
-        for e in chain
-        if e is not None
-    ) or any(s in str(exc) for s in ("Max retries exceeded", "Connection refused", "Failed to establish"))
-    uri = tracking_uri()
-    if unreachable and uri.startswith("http"):
-        return f"cannot reach the MLflow tracking server at {uri}: {text[:300]}"
-    return text

@@ -1,0 +1,21 @@
+"""One-line failure messages for the command line (no MLflow import: the serving image runs without it)."""
+
+from __future__ import annotations
+
+import os
+
+_UNREACHABLE_TYPES = ("ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout")
+_UNREACHABLE_TEXT = ("Max retries exceeded", "Connection refused", "Failed to establish")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line saying why a step failed; names the tracking server when it could not be reached."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    chain = [e for e in (exc, exc.__cause__, exc.__context__) if e is not None]
+    unreachable = any(type(e).__name__ in _UNREACHABLE_TYPES for e in chain) or any(
+        s in str(exc) for s in _UNREACHABLE_TEXT
+    )
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if unreachable and uri.startswith("http"):
+        return f"cannot reach the MLflow tracking server at {uri}: {text[:300]}"
+    return text

@@ -359,9 +359,12 @@ def _stop_postgres(settings: StackSettings) -> None:
     proc = _running(settings, "postgres")
     if proc is None:
         return
+    import psutil
+
     try:
         _pg_ctl(settings, "stop")
-    except (StackError, subprocess.TimeoutExpired) as exc:
+        proc.wait(timeout=30)  # pg_ctl returns when the pid file is gone; the process exits just after
+    except (StackError, subprocess.TimeoutExpired, psutil.TimeoutExpired) as exc:
         log.warning("pg_ctl stop failed (%s); terminating pid %s", exc, proc.pid)
         _terminate(proc)
 
@@ -504,24 +507,28 @@ def up(root: str | Path = DEFAULT_ROOT, timeout: float = 180.0) -> StackSettings
     return settings
 
 
-def down(root: str | Path = DEFAULT_ROOT, purge: bool = False) -> list[str]:
+def down(root: str | Path = DEFAULT_ROOT, keep: bool = False) -> list[str]:
     """Stop exactly the processes ``up`` started in ``root`` (by their pid files), MLflow first.
 
     Args:
-        purge: also delete ``root`` with the PostgreSQL data and logs.
+        keep: leave ``root`` (PostgreSQL data, logs) in place, e.g. to read the logs. By default it is
+            deleted: the S3 objects lived in moto's memory and are gone, so runs kept in PostgreSQL would
+            point at missing artifacts. For a stack that persists, use docker-compose.yml (MinIO volumes).
 
     Returns:
         The services that were running and are now stopped.
     """
     root = Path(root)
     stopped: list[str] = []
+    settings: StackSettings | None
     try:
         settings = load_settings(root)
     except StackError:
         settings = None
-    if settings is not None:
-        stopped = [name for name in reversed(SERVICES) if stop_service(settings, name)]
-    if purge and root.exists():
+    if settings is None:
+        return stopped  # not a stack folder: never delete it
+    stopped = [name for name in reversed(SERVICES) if stop_service(settings, name)]
+    if not keep:
         shutil.rmtree(root)
     return stopped
 

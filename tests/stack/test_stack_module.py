@@ -64,3 +64,9 @@ def test_cli_status_without_stack_fails_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["stack", "status", "--root", str(tmp_path)])
     assert result.exit_code == 1
     assert "no stack in" in result.output
+
+
+def test_down_never_deletes_a_folder_that_is_not_a_stack(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert down(tmp_path) == []
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

@@ -202,14 +202,18 @@ ci-state-save: ## CI only: dump the service PostgreSQL and MinIO's data into $(C
 ci-stack-down: ## CI only: stop and remove what ci-stack-up started
 	$(CI_COMPOSE) down --volumes --remove-orphans
 
+# A stack already running in STACK_ROOT is used and left running (its registry is the state carried over, as
+# pipeline.yml's mlflow-state artifact is); otherwise one is started and stopped (`stack down` deletes it).
 ci-pipeline: install-runtime ## pipeline.yml's chain locally: stack-up, mlflow run steps, gate, bundle, images, stack-down
-	$(MAKE) --no-print-directory stack-up
+	@if $(MAKE) --no-print-directory -s stack-status >/dev/null 2>&1; then started=0; \
+		echo "ci-pipeline: using the running stack in $(STACK_ROOT)"; \
+	else started=1; $(MAKE) --no-print-directory stack-up || exit $$?; fi; \
 	status=0; MLFLOW_TRACKING_URI="$$(cat $(STACK_ROOT)/tracking_uri)" \
 		$(MAKE) --no-print-directory ci-validate ci-train ci-evaluate ci-register ci-promote report-summary \
 		model-bundle model-bundle-batch ci-model-version || status=$$?; \
 	if [ $$status = 0 ]; then for image in serving batch; do \
 		$(MAKE) --no-print-directory ci-image ci-image-smoke IMAGE=$$image || { status=$$?; break; }; done; fi; \
-	$(MAKE) --no-print-directory stack-down; exit $$status
+	if [ $$started = 1 ]; then $(MAKE) --no-print-directory stack-down; fi; exit $$status
 
 ci-rollback: install ## `mlgate rollback` to VERSION (empty: the previous champion) with REASON
 	@printf '%s' "$$VERSION" | grep -Eq '^[0-9]*$$' || { echo "VERSION must be a model version number" >&2; exit 1; }

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess  # nosec B404 - tests run fixed commands
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -46,15 +47,11 @@ def _images(tag: str) -> list[str]:
 
 
 def _champion(stack_root: Path, model_name: str) -> str:
-    """Bring the stack up again and ask its registry which version is champion."""
+    """Ask the running stack's registry which version is champion."""
     from mlflow import MlflowClient
 
-    assert _make("stack-up", f"STACK_ROOT={stack_root}").returncode == 0
-    try:
-        client = MlflowClient(tracking_uri=(stack_root / "tracking_uri").read_text().strip())
-        return str(client.get_model_version_by_alias(model_name, "champion").version)
-    finally:
-        _make("stack-down", f"STACK_ROOT={stack_root}")
+    client = MlflowClient(tracking_uri=(stack_root / "tracking_uri").read_text().strip())
+    return str(client.get_model_version_by_alias(model_name, "champion").version)
 
 
 @pytest.mark.slow
@@ -66,17 +63,24 @@ def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_im
         "the stack, serving and batch make targets are not all there yet",
     )
     require(_docker_ok(), "no container engine (../shared/container-engine/setup)")
-    stack = tmp_path / "stack"
+    # under /tmp with mode 0711, not pytest's 0700 temp root: PostgreSQL runs unprivileged as root
+    stack = Path(tempfile.mkdtemp(prefix="mlgate-ci-stack-"))
+    stack.chmod(0o711)
     cfg = make_config(tmp_path)
     config = write_config(cfg, tmp_path / "pipeline.yaml")
     run = uuid.uuid4().hex[:6]
     ok_tag, fail_tag = f"ok{run}", f"no{run}"
+    # one stack for both runs, as pipeline.yml carries its registry from run to run; ci-pipeline leaves a
+    # stack it did not start running
+    up = _make("stack-up", f"STACK_ROOT={stack}")
+    assert up.returncode == 0, up.stderr[-3000:]
     try:
         first = _make("ci-pipeline", f"CONFIG={config}", f"STACK_ROOT={stack}", f"CI_SHORT_SHA={ok_tag}")
         assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
         promoted = json.loads((cfg.outputs / "promotion.json").read_text())
         assert promoted["promoted"] and promoted["passed"]
         version = promoted["version"]
+        assert _champion(stack, cfg.model_name) == version
         for kind in ("serving", "batch"):
             for tag in (ok_tag, f"v{version}", "champion"):
                 assert f"ghcr.io/{IMAGE_REPO}-{kind}:{tag}" in _images(tag)
@@ -105,6 +109,7 @@ def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_im
         assert _champion(stack, cfg.model_name) == version  # champion untouched
     finally:
         _make("stack-down", f"STACK_ROOT={stack}")
+        shutil.rmtree(stack, ignore_errors=True)
         leftovers = _images(ok_tag) + _images(fail_tag)
         for kind in ("serving", "batch"):
             leftovers += [r for r in _images("champion") if r.startswith(f"ghcr.io/{IMAGE_REPO}-{kind}")]

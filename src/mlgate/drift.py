@@ -75,7 +75,7 @@ class DriftAccumulator:
                 self.categories[name].update(counter)
 
     def report(self, threshold: float = DEFAULT_PSI_THRESHOLD) -> dict[str, Any]:
-        """Per-feature drift against the reference; ``drifted`` lists features whose PSI is above ``threshold``."""
+        """Per-feature drift against the reference; ``drifted`` lists features with PSI above ``threshold``."""
         features: dict[str, Any] = {}
         for name, ref in self.reference.items():
             null_fraction = self.nulls[name] / self.rows if self.rows else 0.0
@@ -122,7 +122,8 @@ def to_markdown(report: dict[str, Any], title: str = "Drift report") -> str:
     lines = [
         f"# {title}",
         "",
-        f"{report['rows']} scored rows against the training reference; PSI threshold {report['psi_threshold']}.",
+        f"{report['rows']} scored rows against the training reference; "
+        f"PSI threshold {report['psi_threshold']}.",
         "",
         f"**Drifted:** {', '.join(report['drifted']) if report['drifted'] else 'none'}",
         "",
@@ -143,6 +144,7 @@ def to_markdown(report: dict[str, Any], title: str = "Drift report") -> str:
         else:
             largest = "-"
         lines.append(
-            f"| {name} | {e['type']} | {value} | {nulls} | {largest} | {'**yes**' if e['drifted'] else 'no'} |"
+            f"| {name} | {e['type']} | {value} | {nulls} | {largest} | "
+            f"{'**yes**' if e['drifted'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Batch scoring: stream CSV/Parquet inputs through a model in chunks with constant memory, quarantine the rows
+"""Batch scoring: stream CSV/Parquet inputs through a model in chunks with constant memory, quarantine rows
 that fail the model's signature, and write predictions, a drift report and a run summary atomically."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class BatchModel:
 
 
 def _registry_name_version(uri: str) -> tuple[str, str] | None:
-    """Name and version of a ``models:/name/version`` or ``models:/name@alias`` URI, resolved in the registry."""
+    """Name and version of a ``models:/name/version`` or ``models:/name@alias`` URI (via the registry)."""
     if not uri.startswith("models:/"):
         return None
     ref = uri.removeprefix("models:/").strip("/")
@@ -135,7 +135,7 @@ def load_batch_model(uri: str, workdir: Path) -> BatchModel:
 
 
 def _name_version(uri: str, path: Path, mlmodel: dict[str, Any]) -> tuple[str, str]:
-    """Registered name and version: from the URI, else the folder's registered_model_meta, else the model id."""
+    """Registered name and version: from the URI, else the folder's metadata files, else the model id."""
     resolved = _registry_name_version(uri)
     if resolved:
         return resolved
@@ -332,7 +332,8 @@ def read_chunks(
 
             def on_invalid(row: Any, sink: list = malformed, scanning: list = scanning) -> str:
                 if scanning:
-                    why = f"expected {row.expected_columns} fields, found {row.actual_columns}: {row.text[:500]!r}"
+                    found = f"found {row.actual_columns}: {row.text[:500]!r}"
+                    why = f"expected {row.expected_columns} fields, {found}"
                     sink.append((row.number, why))
                 return "skip"
 
@@ -374,7 +375,7 @@ def read_chunks(
 
 
 def _to_float(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None, str | None]:
-    """A column as float64 (NaN for null), the rows whose value is not a number, or a reason the whole column fails."""
+    """A column as float64 (NaN for null), the rows that are not numbers, or why the whole column fails."""
     t = arr.type
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
         return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), None, None
@@ -408,7 +409,7 @@ def check_chunk(
     """Convert a chunk to the model's input types, vectorised.
 
     Returns:
-        The typed features of every row, a mask of the rows that fail the signature, and one reason per failing row.
+        The typed features of every row, a mask of the rows failing the signature, one reason per failing row.
     """
     n = table.num_rows
     bad = np.zeros(n, dtype=bool)
@@ -554,7 +555,7 @@ def _quarantine_table(file: str, rows: np.ndarray, reasons: list[str], records: 
 
 
 def _reason_kind(reason: str) -> str:
-    """A row's reason without its value, to count reasons: ``bill_length_mm: 'abc' is not a number`` -> ``... not a number``."""
+    """A row's reason without its value, for counting: ``x: 'abc' is not a number`` -> ``x: not a number``."""
     column, _, what = reason.partition(": ")
     return f"{column}: not a number" if what.endswith("is not a number") else reason
 
@@ -590,8 +591,8 @@ def score(
 
     Args:
         model_uri: ``models:/name@alias``, any MLflow model URI, or a local MLflow model folder.
-        input_path: a CSV or Parquet file, a folder of them, or a glob; local or any pyarrow filesystem URI (s3://).
-        output_path: the scores, ``.parquet`` or ``.csv``; the quarantine, summary and drift report go next to it.
+        input_path: a CSV or Parquet file, a folder of them, or a glob; local or a pyarrow filesystem URI.
+        output_path: the scores, ``.parquet`` or ``.csv``; quarantine, summary and drift report go next to it.
         keys: input columns copied to the output (as text) to join the scores back.
         chunk_rows: rows per chunk; memory grows with this and ``workers``, not with the input.
         workers: prediction processes (default: one per available core; 0 predicts in this process).

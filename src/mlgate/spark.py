@@ -1,4 +1,4 @@
-"""The Spark engine of batch scoring: the same checks, quarantine, outputs and drift report as the local engine,
+"""The Spark engine of batch scoring: the same checks, quarantine, outputs and drift report as the local one,
 with predictions from ``mlflow.pyfunc.spark_udf`` so the job scales past one machine."""
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CORRUPT = "_corrupt_record"
 EXTRA = "_extra_fields"
+MISSING = "_missing_columns"
 
 
 def _proba_model(model: BatchModel, workdir: Path) -> Path:
@@ -54,7 +55,7 @@ def _spark_path(fs_path: str, source: str) -> str:
     return f"{'s3a' if scheme == 's3' else scheme}://{fs_path}"
 
 
-def _read_file(spark: Any, fs: Any, file: str, source: str, needed: list[str]) -> Any:
+def _read_file(spark: Any, fs: Any, file: str, source: str, needed: list[str], signature: list[str]) -> Any:
     """One input file as a DataFrame of the needed columns (CSV as text), ``_corrupt_record`` for bad lines,
     and its row number among the well-formed rows."""
     from pyspark.sql import functions as F
@@ -63,7 +64,7 @@ def _read_file(spark: Any, fs: Any, file: str, source: str, needed: list[str]) -
     path = _spark_path(file, source)
     if table_format(file) == "csv":
         header = csv_header(fs, file)
-        # Spark's permissive CSV mode pads short lines with nulls and drops extra fields: one spare column catches
+        # Spark's permissive CSV mode pads short lines with nulls and drops extra fields; a spare column catches
         # lines with too many fields; short lines are judged by the signature (nulls in required columns).
         extra = [StructField(EXTRA, StringType()), StructField(CORRUPT, StringType())]
         schema = StructType([StructField(c, StringType()) for c in header] + extra)
@@ -81,7 +82,9 @@ def _read_file(spark: Any, fs: Any, file: str, source: str, needed: list[str]) -
         df = df.withColumn(CORRUPT, F.when(F.col(EXTRA).isNotNull(), too_long).otherwise(F.col(CORRUPT)))
     else:
         df = spark.read.parquet(path).withColumn(CORRUPT, F.lit(None).cast(StringType()))
+    absent = "; ".join(f"{c}: missing column" for c in signature if c not in df.columns)
     df = df.select(*[c for c in needed if c in df.columns], CORRUPT).withColumn(SOURCE_FILE, F.lit(file))
+    df = df.withColumn(MISSING, F.lit(absent or None).cast(StringType()))
     # Row numbers over the well-formed rows, in file order (as the local engine counts them).
     good = df.filter(F.col(CORRUPT).isNull())
     indexed = good.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1]))
@@ -93,17 +96,16 @@ def _read_file(spark: Any, fs: Any, file: str, source: str, needed: list[str]) -
 
 
 def _checked(df: Any, model: BatchModel) -> Any:
-    """Add typed feature columns and ``_quarantine_reason`` (null for good rows), as the local engine checks."""
+    """Add typed feature columns and ``_quarantine_reason`` (null for good rows), as the local engine does."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, NumericType, StringType
 
     types = {f.name: f.dataType for f in df.schema.fields}
-    reasons = []
+    reasons = [F.col(MISSING)]  # signature columns absent from the row's file
     typed = {}
     for col in model.inputs:
         c = F.col(f"`{col.name}`")
-        if col.name not in types:
-            reasons.append(F.lit(f"{col.name}: missing column"))
+        if col.name not in types:  # absent from every file
             typed[col.name] = F.lit(None).cast(DoubleType() if col.numeric else StringType())
             continue
         t = types[col.name]
@@ -130,7 +132,9 @@ def _checked(df: Any, model: BatchModel) -> Any:
     malformed = F.concat(F.lit("malformed line: "), F.substring(F.col(CORRUPT), 1, 500))
     reason = F.when(F.col(CORRUPT).isNotNull(), malformed).otherwise(F.concat_ws("; ", *reasons))
     record = F.to_json(
-        F.struct(*[F.col(f"`{c}`") for c in df.columns if c not in (CORRUPT, SOURCE_FILE, SOURCE_ROW)])
+        F.struct(
+            *[F.col(f"`{c}`") for c in df.columns if c not in (CORRUPT, SOURCE_FILE, SOURCE_ROW, MISSING)]
+        )
     )
     out = df.withColumn(REASON, F.when(reason != "", reason)).withColumn(RECORD, record)
     for name, expr in typed.items():
@@ -239,7 +243,7 @@ def score_spark(
             .config("spark.ui.enabled", "false")
             .getOrCreate()
         )
-        frames = [_read_file(spark, fs, f, input_path, needed) for f in files]
+        frames = [_read_file(spark, fs, f, input_path, needed, [c.name for c in model.inputs]) for f in files]
         df = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
         for k in keys:
             if k not in df.columns:

@@ -73,8 +73,13 @@ def test_corrupted_copy_quarantines_every_bad_row(trained_model: dict, tmp_path:
     assert summary["rows_scored"] == lines - bad == len(scores)
     assert quarantine["_quarantine_reason"].notna().all()
     reasons = " | ".join(quarantine["_quarantine_reason"])
-    for expected in ("'abc' is not a number", "'4,5kg' is not a number", "island: null but required",
-                     "malformed", "sex: missing column"):
+    for expected in (
+        "'abc' is not a number",
+        "'4,5kg' is not a number",
+        "island: null but required",
+        "malformed",
+        "sex: missing column",
+    ):
         assert expected in reasons
     assert not set(scores["id"]) & {"p3", "p10", "p20"}
 
@@ -116,8 +121,12 @@ def test_rerun_gives_the_same_result(trained_model: dict, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
-    [("missing.csv", None, "no such file"), ("empty.csv", "", "is empty"), ("data.json", "{}", "unsupported"),
-     ("header.csv", "island,sex\n", "no rows")],
+    [
+        ("missing.csv", None, "no such file"),
+        ("empty.csv", "", "is empty"),
+        ("data.json", "{}", "unsupported"),
+        ("header.csv", "island,sex\n", "no rows"),
+    ],
 )
 def test_bad_inputs_fail_with_one_line(trained_model: dict, tmp_path: Path, name, content, message) -> None:
     path = tmp_path / name
@@ -126,8 +135,18 @@ def test_bad_inputs_fail_with_one_line(trained_model: dict, tmp_path: Path, name
     with pytest.raises(DataSourceError, match=message):
         _score(trained_model["model_dir"], path, tmp_path / "o.parquet")
     result = CliRunner().invoke(
-        cli, ["score", "--model", str(trained_model["model_dir"]), "--input", str(path), "--output",
-              str(tmp_path / "o.parquet"), "--workers", "0"]
+        cli,
+        [
+            "score",
+            "--model",
+            str(trained_model["model_dir"]),
+            "--input",
+            str(path),
+            "--output",
+            str(tmp_path / "o.parquet"),
+            "--workers",
+            "0",
+        ],
     )
     assert result.exit_code == 1 and message in result.output.strip().splitlines()[-1]
     assert not (tmp_path / "o.parquet").exists()
@@ -153,7 +172,15 @@ def test_drift_report_on_shifted_data(trained_model: dict, tmp_path: Path) -> No
 
 
 def test_fail_on_drift_exit_code(trained_model: dict, tmp_path: Path) -> None:
-    base = ["score", "--model", str(trained_model["model_dir"]), "--workers", "0", "--output", str(tmp_path / "o.csv")]
+    base = [
+        "score",
+        "--model",
+        str(trained_model["model_dir"]),
+        "--workers",
+        "0",
+        "--output",
+        str(tmp_path / "o.csv"),
+    ]
     shifted = CliRunner().invoke(cli, [*base, "--input", str(_shifted(tmp_path)), "--fail-on-drift"])
     assert shifted.exit_code == EXIT_DRIFT and "body_mass_g" in shifted.output
     assert CliRunner().invoke(cli, [*base, "--input", str(_shifted(tmp_path))]).exit_code == 0

@@ -75,7 +75,7 @@ class DriftAccumulator:
                 self.categories[name].update(counter)
 
     def report(self, threshold: float = DEFAULT_PSI_THRESHOLD) -> dict[str, Any]:
-        """Per-feature drift against the reference; ``drifted`` lists features with PSI above ``threshold``."""
+        """Per-feature drift against the reference; ``drifted``: features with PSI above ``threshold``."""
         features: dict[str, Any] = {}
         for name, ref in self.reference.items():
             null_fraction = self.nulls[name] / self.rows if self.rows else 0.0

@@ -64,7 +64,7 @@ def _read_file(spark: Any, fs: Any, file: str, source: str, needed: list[str], s
     path = _spark_path(file, source)
     if table_format(file) == "csv":
         header = csv_header(fs, file)
-        # Spark's permissive CSV mode pads short lines with nulls and drops extra fields; a spare column catches
+        # Permissive CSV mode pads short lines with nulls and drops extra fields; a spare column catches
         # lines with too many fields; short lines are judged by the signature (nulls in required columns).
         extra = [StructField(EXTRA, StringType()), StructField(CORRUPT, StringType())]
         schema = StructType([StructField(c, StringType()) for c in header] + extra)

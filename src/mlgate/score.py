@@ -26,10 +26,17 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import yaml
 
 from mlgate.drift import DEFAULT_PSI_THRESHOLD, DriftAccumulator, to_markdown
 from mlgate.io import DataSourceError, table_format, write_json, write_text
+from mlgate.modelio import (
+    Column,
+    ModelLoadError,
+    folder_identity,
+    load_pipeline,
+    read_mlmodel,
+    signature_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +48,10 @@ REASON, RECORD = "_quarantine_reason", "_record"
 QUARANTINE_SCHEMA = pa.schema(
     [(SOURCE_FILE, pa.string()), (SOURCE_ROW, pa.int64()), (REASON, pa.string()), (RECORD, pa.string())]
 )
-_NUMERIC_TYPES = ("double", "float", "long", "integer", "boolean")
 
 
 class ScoringError(RuntimeError):
     """The job cannot produce a complete, consistent result (not a bad row: those are quarantined)."""
-
-
-@dataclass(frozen=True)
-class InputColumn:
-    """One column of the model's input signature."""
-
-    name: str
-    numeric: bool
-    required: bool
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ class BatchModel:
     path: Path
     name: str
     version: str
-    inputs: tuple[InputColumn, ...]
+    inputs: tuple[Column, ...]
     classes: tuple[str, ...]
     reference: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -106,21 +103,11 @@ def load_batch_model(uri: str, workdir: Path) -> BatchModel:
         from mlflow.artifacts import download_artifacts
 
         path = Path(download_artifacts(artifact_uri=uri, dst_path=str(workdir / "model")))
-    mlmodel_file = path / "MLmodel"
-    if not mlmodel_file.is_file():
-        raise ScoringError(f"{uri}: not an MLflow model folder (no MLmodel file)")
-    mlmodel = yaml.safe_load(mlmodel_file.read_text())
-    if "sklearn" not in mlmodel.get("flavors", {}):
-        raise ScoringError(
-            f"{uri}: batch scoring needs a scikit-learn model (flavors: {list(mlmodel['flavors'])})"
-        )
-    signature = (mlmodel.get("signature") or {}).get("inputs")
-    if not signature:
-        raise ScoringError(f"{uri}: the model has no input signature to check rows against")
-    inputs = tuple(
-        InputColumn(c["name"], c.get("type") in _NUMERIC_TYPES, bool(c.get("required", True)))
-        for c in json.loads(signature)
-    )
+    try:
+        mlmodel = read_mlmodel(path)
+        inputs = tuple(signature_columns(mlmodel))
+    except ModelLoadError as exc:
+        raise ScoringError(f"{uri}: {exc}") from None
     meta = (mlmodel.get("metadata") or {}).get("mlgate") or {}
     name, version = _name_version(uri, path, mlmodel)
     return BatchModel(
@@ -139,17 +126,9 @@ def _name_version(uri: str, path: Path, mlmodel: dict[str, Any]) -> tuple[str, s
     resolved = _registry_name_version(uri)
     if resolved:
         return resolved
-    meta: dict[str, Any] = {}
-    bundle_file, meta_file = path / "mlgate_bundle.json", path / "registered_model_meta"
-    if bundle_file.is_file():  # written by `mlgate model-bundle`
-        bundle = json.loads(bundle_file.read_text())
-        meta = {"model_name": bundle.get("name"), "model_version": bundle.get("version")}
-    elif meta_file.is_file():
-        meta = yaml.safe_load(meta_file.read_text()) or {}
-    name = (
-        meta.get("model_name") or os.environ.get("MLGATE_MODEL_NAME") or mlmodel.get("model_id") or path.name
-    )
-    version = meta.get("model_version") or os.environ.get("MLGATE_MODEL_VERSION") or "unknown"
+    recorded = folder_identity(path)
+    name = recorded["name"] or os.environ.get("MLGATE_MODEL_NAME") or mlmodel.get("model_id") or path.name
+    version = recorded["version"] or os.environ.get("MLGATE_MODEL_VERSION") or "unknown"
     return str(name), str(version)
 
 
@@ -159,14 +138,14 @@ _WORKER_MODEL: Any = None
 
 
 def _init_worker(model_path: str) -> None:
-    """Load the model once per worker process."""
+    """Load the model once per worker process (a skops model without importing MLflow)."""
     global _WORKER_MODEL
-    import mlflow.sklearn
+    _WORKER_MODEL = load_pipeline(model_path)
 
-    from mlgate.models import allow_model_loading
 
-    with allow_model_loading():
-        _WORKER_MODEL = mlflow.sklearn.load_model(model_path)
+def _worker_modules(_: int) -> list[str]:
+    """The top-level modules a worker process has imported (to check that it stays light)."""
+    return sorted({name.partition(".")[0] for name in sys.modules})
 
 
 def _ready(_: int) -> bool:
@@ -403,9 +382,7 @@ def _to_text(arr: pa.ChunkedArray) -> tuple[pd.Series | None, str | None]:
     return None, f"has type {t}, expected a string"
 
 
-def check_chunk(
-    table: pa.Table, inputs: tuple[InputColumn, ...]
-) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+def check_chunk(table: pa.Table, inputs: tuple[Column, ...]) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """Convert a chunk to the model's input types, vectorised.
 
     Returns:
@@ -623,9 +600,7 @@ def score(
     keys = list(keys or [])
     fs, files = list_inputs(input_path)
     workers = _default_workers() if workers is None else workers
-    from mlgate.models import allow_model_loading
-
-    with tempfile.TemporaryDirectory(prefix="mlgate-score-") as workdir, allow_model_loading():
+    with tempfile.TemporaryDirectory(prefix="mlgate-score-") as workdir:
         model = load_batch_model(model_uri, Path(workdir))
         predictor = _Predictor(model, workers)
         startup = time.monotonic() - started

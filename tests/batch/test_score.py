@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from mlgate import score as batch
@@ -82,6 +84,27 @@ def test_corrupted_copy_quarantines_every_bad_row(trained_model: dict, tmp_path:
     ):
         assert expected in reasons
     assert not set(scores["id"]) & {"p3", "p10", "p20"}
+
+
+def test_workers_load_the_model_without_mlflow(trained_model: dict, tmp_path: Path) -> None:
+    model = batch.load_batch_model(str(trained_model["model_dir"]), tmp_path)
+    predictor = batch._Predictor(model, workers=1)
+    try:
+        modules = predictor._pool.submit(batch._worker_modules, 0).result()
+        proba, labels, _ = predictor.submit(pd.read_csv(PENGUINS).dropna().head(5)[FEATURES])
+    finally:
+        predictor.close()
+    assert "sklearn" in modules and "mlflow" not in modules
+    assert proba.shape == (5, len(model.classes)) and set(labels) <= set(model.classes)
+
+
+def test_model_without_signature_is_refused(trained_model: dict, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(trained_model["model_dir"], tmp_path / "model"))
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    del mlmodel["signature"]
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    with pytest.raises(batch.ScoringError, match="no input signature"):
+        batch.load_batch_model(str(folder), tmp_path)
 
 
 def test_parquet_column_of_the_wrong_type(trained_model: dict, tmp_path: Path) -> None:

@@ -1,10 +1,6 @@
-"""The served model: a scikit-learn pipeline loaded from an MLflow model folder, its input schema taken from
-the signature, and fast, strict conversion of request columns into the DataFrame the pipeline expects.
-
-A skops model loads without importing MLflow (the MLmodel file lists the types to trust, the same allow-list
-MLflow would pass to skops); any other sklearn serialization goes through ``mlflow.sklearn`` under the
-explicit trust decision of :func:`mlgate.models.allow_model_loading`.
-"""
+"""The served model: a scikit-learn pipeline loaded from an MLflow model folder (by :mod:`mlgate.modelio`,
+without importing MLflow for skops models), its input schema taken from the signature, and fast, strict
+conversion of request columns into the DataFrame the pipeline expects."""
 
 from __future__ import annotations
 
@@ -18,9 +14,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-# MLflow column types we convert ourselves; anything else is refused at load time.
+from mlgate.modelio import (
+    Column,
+    ModelLoadError,
+    folder_identity,
+    load_pipeline,
+    read_mlmodel,
+    signature_columns,
+)
+
+__all__ = ["Column", "InputError", "ModelLoadError", "ServedModel", "convert_column", "load_served_model"]
+
+# The dtype each numeric signature type converts to.
 NUMERIC_TYPES = {"double": np.float64, "float": np.float32}
 INTEGER_TYPES = {"long": np.int64, "integer": np.int32}
 REPORTED_PACKAGES = (
@@ -38,27 +44,6 @@ REPORTED_PACKAGES = (
 
 class InputError(ValueError):
     """The request's data does not match the model's signature; the message names the column."""
-
-
-class ModelLoadError(RuntimeError):
-    """The folder is not a servable MLflow scikit-learn model."""
-
-
-@dataclass(frozen=True)
-class Column:
-    """One input column of the signature."""
-
-    name: str
-    type: str
-    required: bool
-
-    @property
-    def python_type(self) -> type:
-        if self.type in NUMERIC_TYPES:
-            return float
-        if self.type in INTEGER_TYPES:
-            return int
-        return bool if self.type == "boolean" else str
 
 
 def _is_number(value: Any) -> bool:
@@ -140,44 +125,6 @@ class ServedModel:
         return labels, proba
 
 
-def parse_signature(mlmodel: dict[str, Any]) -> list[Column]:
-    """The input columns of the model's signature.
-
-    Raises:
-        ModelLoadError: the model has no column-based signature, or a column type we cannot convert.
-    """
-    raw = (mlmodel.get("signature") or {}).get("inputs")
-    if not raw:
-        raise ModelLoadError("the model has no input signature: log it with `signature=` to serve it")
-    columns = []
-    for spec in json.loads(raw):
-        name, kind = spec.get("name"), spec.get("type")
-        if name is None or kind not in {*NUMERIC_TYPES, *INTEGER_TYPES, "boolean", "string"}:
-            raise ModelLoadError(
-                f"unsupported signature input {spec}: serve models with named scalar columns"
-            )
-        columns.append(Column(name=name, type=kind, required=bool(spec.get("required", True))))
-    return columns
-
-
-def _load_pipeline(folder: Path, flavor: dict[str, Any]) -> Any:
-    path = folder / flavor["pickled_model"]
-    if flavor.get("serialization_format") == "skops":
-        import skops.io
-
-        return skops.io.load(path, trusted=list(flavor.get("skops_trusted_types") or []))
-    import mlflow.sklearn
-
-    from mlgate.models import allow_model_loading
-
-    with allow_model_loading():
-        return mlflow.sklearn.load_model(str(folder))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _package_versions() -> dict[str, str]:
     versions = {}
     for name in REPORTED_PACKAGES:
@@ -212,32 +159,18 @@ def load_served_model(folder: str | Path, overrides: dict[str, str | None] | Non
         ModelLoadError: no MLmodel, no sklearn flavor, or no usable signature.
     """
     folder = Path(folder)
-    mlmodel_path = folder / "MLmodel"
-    if not mlmodel_path.is_file():
-        raise ModelLoadError(f"{folder}: not an MLflow model folder (no MLmodel file)")
-    mlmodel = yaml.safe_load(mlmodel_path.read_text())
-    flavor = (mlmodel.get("flavors") or {}).get("sklearn")
-    if not flavor:
-        raise ModelLoadError(
-            f"{folder}: the model has no sklearn flavor; mlgate serves scikit-learn pipelines"
-        )
-    columns = parse_signature(mlmodel)
-    pipeline = _load_pipeline(folder, flavor)
-    if not hasattr(pipeline, "predict"):
-        raise ModelLoadError(f"{folder}: the loaded object has no predict()")
-    registered = (
-        yaml.safe_load((folder / "registered_model_meta").read_text())
-        if (folder / "registered_model_meta").is_file()
-        else {}
-    )
-    bundle = _read_json(folder / "mlgate_bundle.json")
+    mlmodel = read_mlmodel(folder)
+    flavor = mlmodel["flavors"]["sklearn"]
+    columns = signature_columns(mlmodel)
+    pipeline = load_pipeline(folder, mlmodel)
+    recorded = folder_identity(folder)
     mlgate_meta = (mlmodel.get("metadata") or {}).get("mlgate") or {}
     overrides = {k: v for k, v in (overrides or {}).items() if v}
     info = {
-        "name": overrides.get("name") or registered.get("model_name") or bundle.get("name"),
-        "version": overrides.get("version") or registered.get("model_version") or bundle.get("version"),
-        "alias": overrides.get("alias") or bundle.get("alias"),
-        "source": bundle.get("source") or str(folder),
+        "name": overrides.get("name") or recorded["name"],
+        "version": overrides.get("version") or recorded["version"],
+        "alias": overrides.get("alias") or recorded["alias"],
+        "source": recorded["source"] or str(folder),
         "run_id": mlmodel.get("run_id"),
         "model_id": mlmodel.get("model_id"),
         "git_commit": mlgate_meta.get("git_commit"),

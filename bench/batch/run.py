@@ -3,8 +3,8 @@
 Synthetic rows are drawn from the penguins distribution (per species: numeric features from a normal with that
 species' mean and std, islands and sexes by their shares). Two models behind the same preprocessing: the
 default config's forest and a heavy 300-tree forest. For each size and model: wall time, rows/s, CPU use
-(user+sys / wall) and peak RSS of the whole process tree. Start-up (imports, model load) is measured on its own
-on a 5-row input. Results go to bench/results/batch/ as JSON and a Markdown table.
+(user+sys / wall) and peak RSS of the whole process tree. Start-up (imports, model load) is measured on its
+own on a 5-row input. Results go to bench/results/batch/ as JSON and a Markdown table.
 
     .venv/bin/python bench/batch/run.py --rows 1000000 10000000        # the full run (quiet machine!)
     .venv/bin/python bench/batch/run.py --rows 2000 --quick            # a smoke test
@@ -59,7 +59,7 @@ def synthesize(rows: int, path: Path, seed: int = 0, block: int = 1_000_000) -> 
 
 
 def build_models(folder: Path) -> dict[str, Path]:
-    """The default config's pipeline and a 300-tree forest behind the same preprocessing, as MLflow model folders."""
+    """The default config's pipeline and a 300-tree forest, same preprocessing, as MLflow model folders."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
@@ -266,18 +266,21 @@ def main() -> None:
         if "startup" in entry:
             for tool, m in entry["startup"].items():
                 lines.append(
-                    f"| {entry['model']} | start-up (5 rows) | {tool} | {m['wall_s']} | - | {m['cpu_pct']} | {m['peak_rss_mib']} |"
+                    f"| {entry['model']} | start-up (5 rows) | {tool} | {m['wall_s']} | - "
+                    f"| {m['cpu_pct']} | {m['peak_rss_mib']} |"
                 )
             continue
         for tool in ("mlgate score", "mlflow models predict"):
             if tool in entry:
                 m = entry[tool]
                 lines.append(
-                    f"| {entry['model']} | {entry['rows']:,} | {tool} | {m['wall_s']} | {m['rows_per_s']:,} | {m['cpu_pct']} | {m['peak_rss_mib']} |"
+                    f"| {entry['model']} | {entry['rows']:,} | {tool} | {m['wall_s']} | {m['rows_per_s']:,} "
+                    f"| {m['cpu_pct']} | {m['peak_rss_mib']} |"
                 )
         lim = entry["in-memory limit"]
         lines.append(
-            f"| {entry['model']} | {entry['rows']:,} | in-memory predict, 2 cores (predict only) | {lim['predict_s']} | {lim['rows_per_s']:,} | - | - |"
+            f"| {entry['model']} | {entry['rows']:,} | in-memory predict, 2 cores (predict only) "
+            f"| {lim['predict_s']} | {lim['rows_per_s']:,} | - | - |"
         )
     table = "\n".join(lines) + "\n"
     (args.work / "results.md").write_text(table)

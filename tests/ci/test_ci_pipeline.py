@@ -43,7 +43,7 @@ def _images(tag: str) -> list[str]:
         text=True,
         check=True,
     ).stdout.split()
-    return [ref for ref in out if IMAGE_REPO in ref and ref.endswith(f":{tag}")]
+    return [ref for ref in out if f"/{IMAGE_REPO}-" in ref and ref.endswith(f":{tag}")]
 
 
 def _champion(stack_root: Path, model_name: str) -> str:
@@ -110,8 +110,6 @@ def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_im
     finally:
         _make("stack-down", f"STACK_ROOT={stack}")
         shutil.rmtree(stack, ignore_errors=True)
-        leftovers = _images(ok_tag) + _images(fail_tag)
-        for kind in ("serving", "batch"):
-            leftovers += [r for r in _images("champion") if r.startswith(f"ghcr.io/{IMAGE_REPO}-{kind}")]
+        leftovers = _images("")  # every tag in the test's own image namespace
         if leftovers:
             subprocess.run(["docker", "rmi", "-f", *leftovers], capture_output=True)

@@ -37,13 +37,14 @@ def _make(*args: str) -> subprocess.CompletedProcess:
 
 
 def _images(tag: str) -> list[str]:
+    """The test's own image references with this tag (every tag when empty)."""
     out = subprocess.run(
         ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    return [ref for ref in out if f"/{IMAGE_REPO}-" in ref and ref.endswith(f":{tag}")]
+    return [ref for ref in out if f"/{IMAGE_REPO}-" in ref and (not tag or ref.endswith(f":{tag}"))]
 
 
 def _champion(stack_root: Path, model_name: str) -> str:

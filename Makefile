@@ -69,7 +69,7 @@ model-bundle: install ## Download models:/<name>@champion into serving/model/ fo
 	$(MLGATE) --config $(CONFIG) model-bundle --dest serving/model
 
 image-serving: ## Build the REST image (serving/Dockerfile) with serving/model/ baked in
-	serving/build.sh serving/model $(SERVING_IMAGE) $(GIT_SHA)
+	scripts/build-image.sh serving serving/model $(SERVING_IMAGE) $(GIT_SHA)
 
 bench-serving: install ## Serving benchmark vs mlflow models serve (BENCH_ARGS=... ; see bench/serving)
 	$(BIN)/python bench/serving/run.py $(BENCH_ARGS)
@@ -87,7 +87,7 @@ model-bundle-batch: install ## Download models:/<name>@champion into batch/model
 	$(MLGATE) --config $(CONFIG) model-bundle --dest batch/model
 
 image-batch: ## Build the batch image (batch/Dockerfile) with batch/model/ baked in (if present)
-	batch/build.sh "$(if $(wildcard batch/model/MLmodel),batch/model)" $(BATCH_IMAGE) $(GIT_SHA)
+	scripts/build-image.sh batch "$(if $(wildcard batch/model/MLmodel),batch/model)" $(BATCH_IMAGE) $(GIT_SHA)
 
 bench-batch: install ## Batch benchmark: mlgate score vs mlflow models predict vs in-memory (BENCH_ARGS=...)
 	$(BIN)/python bench/batch/run.py $(BENCH_ARGS)

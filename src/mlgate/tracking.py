@@ -53,4 +53,3 @@ def step_run(cfg: PipelineConfig, step: str) -> Iterator[Run]:
             }
         )
         yield run
-

@@ -1,4 +1,4 @@
-"""Step 1, validate: read the data, quarantine bad rows with a reason each, log the accepted set as a dataset."""
+"""Step 1, validate: read the data, quarantine bad rows with their reasons, log the accepted set."""
 
 from __future__ import annotations
 

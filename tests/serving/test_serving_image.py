@@ -52,7 +52,7 @@ def test_image_builds_runs_and_scores(
         mlflow.set_tracking_uri(None)
     tag = f"mlgate-serving-test:{uuid.uuid4().hex[:8]}"
     build = subprocess.run(  # nosec B603 - fixed argument list
-        [str(REPO / "serving" / "build.sh"), str(tmp_path / "bundle"), tag, "test-revision"],
+        [str(REPO / "scripts" / "build-image.sh"), "serving", str(tmp_path / "bundle"), tag, "test-revision"],
         capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]

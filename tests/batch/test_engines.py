@@ -57,7 +57,8 @@ def test_image_scores_a_sample_file(trained_model: dict, tmp_path: Path) -> None
     bundle = Path(shutil.copytree(trained_model["model_dir"], tmp_path / "model"))
     (bundle / "mlgate_bundle.json").write_text(json.dumps({"name": "penguins-classifier", "version": "7"}))
     tag = "mlgate-batch:test"
-    subprocess.run([str(REPO / "scripts" / "build-image.sh"), "batch", str(bundle), tag, "testsha"], check=True)  # nosec
+    build = [str(REPO / "scripts" / "build-image.sh"), "batch", str(bundle), tag, "testsha"]
+    subprocess.run(build, check=True)  # nosec B603 - fixed argument list
     labels = json.loads(
         subprocess.run(["docker", "image", "inspect", tag], check=True, capture_output=True, text=True).stdout
     )[0]["Config"][

@@ -126,7 +126,6 @@ compose-config: ## Validate docker-compose.yml with .env.example (needs docker-c
 	ci-stack-up ci-stack-down ci-state-save
 # The config's outputs folder, asked once (memoised) from the config itself.
 CI_OUTPUTS = $(eval CI_OUTPUTS := $$(shell $(MLGATE) --config $(CONFIG) show outputs_dir 2>/dev/null || echo outputs))$(CI_OUTPUTS)
-CI_JSON = $(BIN)/python .github/scripts/ci_outputs.py
 CI_MLFLOW_RUN = $(BIN)/mlflow run . --env-manager local -P config=$(CONFIG) \
 	--experiment-name "$$($(MLGATE) --config $(CONFIG) show experiment)"
 IMAGE ?= serving
@@ -144,7 +143,7 @@ report-summary: ## Append outputs/report.md to the job summary (GITHUB_STEP_SUMM
 	cat $(CI_OUTPUTS)/report.md >> "$${GITHUB_STEP_SUMMARY:-/dev/stdout}"
 
 gate-status: ## The gate's verdict from promotion.json: exit 0 promoted, 3 rejected (failing thresholds listed), 1 broken
-	$(CI_JSON) gate $(CI_OUTPUTS)/promotion.json
+	$(MLGATE) --config $(CONFIG) gate-status
 
 ci-validate ci-train ci-evaluate ci-register: install ## One MLproject entry point via `mlflow run -e <step>` (as pipeline.yml)
 	$(CI_MLFLOW_RUN) -e $(@:ci-%=%)
@@ -220,7 +219,7 @@ ci-rollback: install ## `mlgate rollback` to VERSION (empty: the previous champi
 	$(MLGATE) --config $(CONFIG) rollback --version "$$VERSION" --reason "$$REASON"
 
 ci-retag-champion: ## Point each image's champion tag at the images of the version rollback restored
-	version="$$($(CI_JSON) get $(CI_OUTPUTS)/rollback.json new)" && \
+	version="$$($(MLGATE) --config $(CONFIG) result rollback new)" && \
 	for image in serving batch; do \
 		name="$(CI_REGISTRY)/$(CI_IMAGE_REPO)-$$image"; \
 		docker pull --quiet "$$name:v$$version" && docker tag "$$name:v$$version" "$$name:champion" && \

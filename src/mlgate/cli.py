@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -13,12 +14,9 @@ from typing import Any
 import click
 
 from mlgate.config import DEFAULT_CONFIG_PATH, load_config
-from mlgate.errors import describe_error
+from mlgate.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_REJECTED, describe_error
 
 log = logging.getLogger("mlgate")
-
-EXIT_ERROR = 1
-EXIT_REJECTED = 3  # the promotion gate said no: not an error, a decision
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -190,6 +188,41 @@ def show_cmd(ctx: click.Context, key: str) -> None:
     click.echo(value if isinstance(value, str) else json.dumps(value))
 
 
+@cli.command("gate-status")
+@click.pass_context
+@step_command
+def gate_status_cmd(ctx: click.Context) -> None:
+    """The gate's verdict from promotion.json: exit 0 promoted, 3 rejected (failing checks listed), 1 missing.
+
+    The Markdown also goes to $GITHUB_STEP_SUMMARY when set. `mlflow run -e promote` exits 1 on a rejection,
+    so workflows read the verdict back with this.
+    """
+    from mlgate.io import read_step_result
+    from mlgate.report import gate_status
+
+    code, text = gate_status(read_step_result(_config(ctx).outputs, "promotion"))
+    click.echo(text)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    sys.exit(code)
+
+
+@cli.command("result")
+@click.argument("step")
+@click.argument("field")
+@click.pass_context
+@step_command
+def result_cmd(ctx: click.Context, step: str, field: str) -> None:
+    """Print one field of a step's result file, e.g. `mlgate result rollback new`."""
+    from mlgate.io import read_step_result
+
+    data = read_step_result(_config(ctx).outputs, step)
+    if field not in data:
+        raise click.BadParameter(f"{step}.json has no field {field!r}; it has: {', '.join(sorted(data))}")
+    click.echo(data[field])
+
+
 # --- serving commands (issue 8) ---
 
 
@@ -236,8 +269,6 @@ def model_bundle_cmd(ctx: click.Context, model: str | None, dest: str) -> None:
 
 
 # --- batch commands (issue 9) ---
-
-EXIT_DRIFT = 4  # the job succeeded but inputs drifted past the threshold (with --fail-on-drift)
 
 
 @cli.command("score")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 
+# Exit codes of every mlgate command.
+EXIT_ERROR = 1  # something broke; the last line says what
+EXIT_REJECTED = 3  # the promotion gate said no: a decision, not an error
+EXIT_DRIFT = 4  # scoring succeeded but inputs drifted past the threshold (with --fail-on-drift)
+
 _UNREACHABLE_TYPES = ("ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout")
 _UNREACHABLE_TEXT = ("Max retries exceeded", "Connection refused", "Failed to establish")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlgate.config import PipelineConfig
+from mlgate.errors import EXIT_REJECTED
 
 REPORT_MARKER = "<!-- mlgate-evaluation-report -->"
 
@@ -69,3 +70,32 @@ def render_report(cfg: PipelineConfig, evaluation: dict[str, Any]) -> str:
         out += ["", f"> ⚠️ {evaluation['champion_error']}"]
     out += ["", _mermaid(gated, candidate, champion), ""]
     return "\n".join(out)
+
+
+def gate_status(promotion: dict[str, Any]) -> tuple[int, str]:
+    """What ``promote`` decided (from ``promotion.json``) as an exit code and Markdown for a job summary.
+
+    Returns 0 when the candidate is the champion, 3 when it was rejected or only dry-run: the same codes as
+    ``mlgate promote``, which ``mlflow run`` does not pass through.
+    """
+    name, version = promotion["name"], promotion["version"]
+    if promotion["passed"] and (promotion["promoted"] or promotion["already_champion"]):
+        return 0, f"### Promotion gate: passed\n\n`{name}` version {version} is the champion.\n"
+    if promotion["passed"]:
+        return (
+            EXIT_REJECTED,
+            f"### Promotion gate: passed (dry run)\n\n`{name}` version {version} was not promoted.\n",
+        )
+    lines = [
+        "### Promotion gate: FAILED",
+        "",
+        f"`{name}` version {version} was rejected; champion stays at {promotion['previous_champion']}. "
+        "Nothing was built or pushed.",
+        "",
+        "| metric | rule | actual | required | detail |",
+        "|---|---|---:|---:|---|",
+    ]
+    for c in (c for c in promotion["gate"]["checks"] if not c["passed"]):
+        actual, required = _fmt(c["actual"]), _fmt(c["required"])
+        lines.append(f"| {c['metric']} | {c['rule']} | {actual} | {required} | {c['detail']} |")
+    return EXIT_REJECTED, "\n".join(lines) + "\n"

@@ -41,7 +41,7 @@ from mlgate.modelio import (
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 100_000
-CSV_BLOCK_BYTES = 16 << 20
+CSV_BLOCK_BYTES = 2 << 20  # the CSV reader keeps up to 32 blocks ahead: this bounds memory; a line must fit
 CSV_NULLS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 SOURCE_FILE, SOURCE_ROW = "_source_file", "_source_row"
 REASON, RECORD = "_quarantine_reason", "_record"
@@ -296,6 +296,42 @@ def _rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(pending)
 
 
+def _file_batches(
+    fs: pafs.FileSystem, file: str, columns: list[str], malformed: list[tuple[int | None, str]]
+) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` present in one file, batch by batch, read as a stream (the readers keep a bounded
+    number of blocks ahead, unlike a dataset scan, which reads a whole file ahead of a slow consumer)."""
+    if table_format(file) != "csv":
+        with fs.open_input_file(file) as handle:
+            parquet = pq.ParquetFile(handle)
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            yield from parquet.iter_batches(batch_size=DEFAULT_CHUNK_ROWS, columns=present)
+        return
+
+    def on_invalid(row: Any) -> str:
+        found = f"found {row.actual_columns}: {row.text[:500]!r}"
+        malformed.append((row.number, f"expected {row.expected_columns} fields, {found}"))
+        return "skip"
+
+    header = csv_header(fs, file)
+    present = [c for c in columns if c in header]
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in header},
+        include_columns=present or header[:1],  # an empty list would mean every column
+        null_values=CSV_NULLS,
+        strings_can_be_null=True,
+    )
+    with fs.open_input_stream(file) as stream:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=convert,
+        )
+        for batch in reader:
+            yield batch if present else batch.select([])
+
+
 def read_chunks(
     fs: pafs.FileSystem, files: list[str], columns: list[str], chunk_rows: int
 ) -> Iterator[_Chunk]:
@@ -303,40 +339,9 @@ def read_chunks(
     lines with the wrong number of fields are collected instead of failing the read."""
     for file in files:
         malformed: list[tuple[int | None, str]] = []
-        if table_format(file) == "csv":
-
-            scanning: list[bool] = (
-                []
-            )  # the handler also runs while the dataset infers its schema: ignore those
-
-            def on_invalid(row: Any, sink: list = malformed, scanning: list = scanning) -> str:
-                if scanning:
-                    found = f"found {row.actual_columns}: {row.text[:500]!r}"
-                    why = f"expected {row.expected_columns} fields, {found}"
-                    sink.append((row.number, why))
-                return "skip"
-
-            header = csv_header(fs, file)
-            present = [c for c in columns if c in header]
-            fmt = ds.CsvFileFormat(
-                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in header},
-                    null_values=CSV_NULLS,
-                    strings_can_be_null=True,
-                ),
-                read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-            )
-            dataset = ds.dataset(file, filesystem=fs, format=fmt)
-        else:
-            dataset = ds.dataset(file, filesystem=fs, format="parquet")
-            present = [c for c in columns if c in dataset.schema.names]
+        start = 0
         try:
-            start = 0
-            if table_format(file) == "csv":
-                scanning.append(True)
-            batches = dataset.to_batches(columns=present, batch_size=chunk_rows)
-            for table in _rechunk(batches, chunk_rows):
+            for table in _rechunk(_file_batches(fs, file, columns, malformed), chunk_rows):
                 yield _Chunk(file, start, table, [])
                 start += table.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
@@ -345,7 +350,7 @@ def read_chunks(
             yield _Chunk(
                 file,
                 start,
-                pa.table({c: pa.array([], pa.string()) for c in present}),
+                pa.table({c: pa.array([], pa.string()) for c in columns}),
                 sorted(malformed, key=lambda m: (m[0] is None, m[0] or 0)),
             )
 

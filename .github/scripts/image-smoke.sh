@@ -8,7 +8,7 @@ ref="${2:?usage: image-smoke.sh serving|batch IMAGE_REF}"
 sample="$(mktemp -d)"
 trap 'rm -rf "$sample"; [ -n "${ctr:-}" ] && docker rm -f "$ctr" >/dev/null 2>&1 || true' EXIT
 # the feature columns only (drop species and year), header and two rows
-cut -d, -f2-7 data/penguins.csv | head -3 > "$sample/rows.csv"
+head -3 data/penguins.csv | cut -d, -f2-7 > "$sample/rows.csv"
 
 case "$kind" in
 serving)

@@ -13,7 +13,7 @@ head -3 data/penguins.csv | cut -d, -f2-7 > "$sample/rows.csv"
 case "$kind" in
 serving)
     ctr="$(docker run -d -p 127.0.0.1::8080 "$ref")"
-    port="$(docker port "$ctr" 8080/tcp | head -1 | sed 's/.*://')"
+    port="$(docker port "$ctr" 8080/tcp | sed -n '1s/.*://p')"
     for _ in $(seq 1 90); do
         if curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then break; fi
         sleep 1

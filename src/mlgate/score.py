@@ -627,35 +627,7 @@ def score(
             counts, drift, reasons = _run(model, predictor, fs, files, keys, chunk_rows, scored_at, writers)
             predictor.close()
             report = drift.report(drift_threshold)
-            if counts["rows_in"] == 0:
-                raise DataSourceError(f"{input_path}: no rows to score")
-            if counts["rows_in"] != counts["rows_scored"] + counts["rows_quarantined"]:
-                raise ScoringError(f"rows do not add up: {counts}")
-            if writers["output"].rows != counts["rows_scored"]:
-                raise ScoringError(
-                    f"{writers['output'].rows} rows written but {counts['rows_scored']} scored"
-                )
-            wall = time.monotonic() - started
-            summary = {
-                "model_uri": model.uri,
-                "model_name": model.name,
-                "model_version": model.version,
-                "engine": "local",
-                "input": input_path,
-                "input_files": files,
-                **counts,
-                "counts_add_up": True,
-                "quarantine_reasons": dict(reasons.most_common(20)),
-                "drifted_features": report["drifted"],
-                "psi_threshold": drift_threshold,
-                "scored_at": scored_at.isoformat(),
-                "workers": workers,
-                "chunk_rows": chunk_rows,
-                "startup_seconds": round(startup, 3),
-                "wall_seconds": round(wall, 3),
-                "rows_per_second": round(counts["rows_in"] / max(wall - startup, 1e-9), 1),
-                "outputs": {k: str(v) for k, v in paths.items()},
-            }
+            check_counts(input_path, counts, written=writers["output"].rows)
             for w in writers.values():
                 w.commit()
         except BaseException:
@@ -663,14 +635,65 @@ def score(
             for w in writers.values():
                 w.abort()
             raise
+    run = {"engine": "local", "workers": workers, "chunk_rows": chunk_rows}
+    run.update(input=input_path, input_files=files, scored_at=scored_at, startup=startup, started=started)
+    return finish_run(model, run, counts, dict(reasons.most_common(20)), report, drift_threshold, paths)
+
+
+def check_counts(input_path: str, counts: dict[str, int], written: int) -> None:
+    """Refuse to publish a run whose counts do not add up: in = scored + quarantined, and scored = written.
+
+    Raises:
+        DataSourceError: there were no rows at all.
+        ScoringError: a row went missing somewhere.
+    """
+    if counts["rows_in"] == 0:
+        raise DataSourceError(f"{input_path}: no rows to score")
+    if counts["rows_in"] != counts["rows_scored"] + counts["rows_quarantined"]:
+        raise ScoringError(f"rows do not add up: {counts}")
+    if written != counts["rows_scored"]:
+        raise ScoringError(f"{written} rows written but {counts['rows_scored']} scored")
+
+
+def finish_run(
+    model: BatchModel,
+    run: dict[str, Any],
+    counts: dict[str, int],
+    reasons: dict[str, int],
+    report: dict[str, Any],
+    drift_threshold: float,
+    paths: dict[str, Path],
+) -> dict[str, Any]:
+    """Write the drift report and the run summary (last, so its presence means the run completed); return it.
+
+    ``run`` holds the engine's own facts; ``input``, ``input_files``, ``scored_at`` (datetime), ``started``
+    and ``startup`` (monotonic seconds) are required.
+    """
+    started, startup = run.pop("started"), run.pop("startup")
+    wall = time.monotonic() - started
+    summary = {
+        "model_uri": model.uri,
+        "model_name": model.name,
+        "model_version": model.version,
+        **run,
+        **counts,
+        "counts_add_up": True,
+        "quarantine_reasons": reasons,
+        "drifted_features": report["drifted"],
+        "psi_threshold": drift_threshold,
+        "scored_at": run["scored_at"].isoformat(),
+        "startup_seconds": round(startup, 3),
+        "wall_seconds": round(wall, 3),
+        "rows_per_second": round(counts["rows_in"] / max(wall - startup, 1e-9), 1),
+        "outputs": {k: str(v) for k, v in paths.items()},
+    }
     write_json(report, paths["drift_json"])
-    write_text(
-        to_markdown(report, f"Drift report: {model.name} v{model.version} on {input_path}"),
-        paths["drift_markdown"],
-    )
+    title = f"Drift report: {model.name} v{model.version} on {run['input']}"
+    write_text(to_markdown(report, title), paths["drift_markdown"])
     write_json(summary, paths["summary"])
     log.info(
-        "score: %d rows in, %d scored, %d quarantined -> %s (drifted: %s)",
+        "score (%s): %d rows in, %d scored, %d quarantined -> %s (drifted: %s)",
+        run["engine"],
         counts["rows_in"],
         counts["rows_scored"],
         counts["rows_quarantined"],

@@ -16,16 +16,17 @@ from typing import Any
 
 import yaml
 
-from mlgate.drift import DEFAULT_PSI_THRESHOLD, DriftAccumulator, to_markdown
-from mlgate.io import DataSourceError, table_format, write_json, write_text
+from mlgate.drift import DEFAULT_PSI_THRESHOLD, DriftAccumulator
+from mlgate.io import DataSourceError, table_format
 from mlgate.score import (
     RECORD,
     REASON,
     SOURCE_FILE,
     SOURCE_ROW,
     BatchModel,
-    ScoringError,
+    check_counts,
     csv_header,
+    finish_run,
     list_inputs,
     load_batch_model,
     output_paths,
@@ -286,45 +287,9 @@ def score_spark(
             f"file://{paths['output']}"
         ).count()
         checked.unpersist()
-    if rows_in == 0:
-        raise DataSourceError(f"{input_path}: no rows to score")
-    if written + rows_quarantined != rows_in:
-        raise ScoringError(
-            f"rows do not add up: {rows_in} in, {written} scored, {rows_quarantined} quarantined"
-        )
-    wall = time.monotonic() - started
-    summary = {
-        "model_uri": model.uri,
-        "model_name": model.name,
-        "model_version": model.version,
-        "engine": "spark",
-        "spark_master": master,
-        "input": input_path,
-        "input_files": files,
-        "rows_in": rows_in,
-        "rows_scored": written,
-        "rows_quarantined": rows_quarantined,
-        "counts_add_up": True,
-        "quarantine_reasons": reasons,
-        "drifted_features": report["drifted"],
-        "psi_threshold": drift_threshold,
-        "scored_at": scored_at.isoformat(),
-        "startup_seconds": round(startup, 3),
-        "wall_seconds": round(wall, 3),
-        "rows_per_second": round(rows_in / max(wall - startup, 1e-9), 1),
-        "outputs": {k: str(v) for k, v in paths.items()},
-    }
-    write_json(report, paths["drift_json"])
-    write_text(
-        to_markdown(report, f"Drift report: {model.name} v{model.version} on {input_path}"),
-        paths["drift_markdown"],
-    )
-    write_json(summary, paths["summary"])
-    log.info(
-        "score (spark): %d rows in, %d scored, %d quarantined -> %s",
-        rows_in,
-        written,
-        rows_quarantined,
-        paths["output"],
-    )
-    return summary
+    scored = rows_in - rows_quarantined
+    counts = {"rows_in": rows_in, "rows_scored": scored, "rows_quarantined": rows_quarantined}
+    check_counts(input_path, counts, written=written)
+    run = {"engine": "spark", "spark_master": master, "input": input_path, "input_files": files}
+    run.update(scored_at=scored_at, startup=startup, started=started)
+    return finish_run(model, run, counts, reasons, report, drift_threshold, paths)

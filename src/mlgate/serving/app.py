@@ -166,13 +166,14 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
     app.state.ready = False
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
 
-    def _timed_out(request: Request) -> Response | None:
+    def _timed_out(request: Request, predicted: bool = False) -> Response | None:
+        """503 when a request waited past the timeout before its turn, 504 when its prediction ran past it."""
         waited = time.perf_counter() - request.scope["state"]["start"]
-        if waited > settings.timeout_seconds:
-            return _error(
-                503, "TEMPORARILY_UNAVAILABLE", f"waited {waited:.3f}s for a turn, over the timeout"
-            )
-        return None
+        if waited <= settings.timeout_seconds:
+            return None
+        if predicted:
+            return _error(504, "TIMEOUT", "the prediction took longer than the timeout")
+        return _error(503, "TEMPORARILY_UNAVAILABLE", f"waited {waited:.3f}s for a turn, over the timeout")
 
     @app.get("/health", tags=["probes"])
     async def health() -> dict[str, str]:
@@ -241,8 +242,8 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         except (ValueError, TypeError, KeyError) as exc:
             return _error(400, "BAD_REQUEST", f"the model could not score this input: {exc}")
         metrics.observe_predictions("/invocations", predictions)
-        if time.perf_counter() - request.scope["state"]["start"] > settings.timeout_seconds:
-            return _error(504, "TIMEOUT", "the prediction took longer than the timeout")
+        if (late := _timed_out(request, predicted=True)) is not None:
+            return late
         return _json(200, {"predictions": predictions})
 
     async def predict(
@@ -262,8 +263,8 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         except (ValueError, TypeError, KeyError) as exc:
             return _error(422, "BAD_REQUEST", f"the model could not score this input: {exc}")
         metrics.observe_predictions("/predict", labels)
-        if time.perf_counter() - request.scope["state"]["start"] > settings.timeout_seconds:
-            return _error(504, "TIMEOUT", "the prediction took longer than the timeout")
+        if (late := _timed_out(request, predicted=True)) is not None:
+            return late
         rows = proba.tolist()
         return PredictResponse(
             predictions=[

@@ -74,22 +74,6 @@ class BatchModel:
 # --- the model -------------------------------------------------------------------------------------------
 
 
-def _registry_name_version(uri: str) -> tuple[str, str] | None:
-    """Name and version of a ``models:/name/version`` or ``models:/name@alias`` URI (via the registry)."""
-    if not uri.startswith("models:/"):
-        return None
-    ref = uri.removeprefix("models:/").strip("/")
-    if "@" in ref:
-        from mlflow import MlflowClient
-
-        name, alias = ref.split("@", 1)
-        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    if "/" in ref:
-        name, version = ref.split("/", 1)
-        return name, version
-    return None
-
-
 def load_batch_model(uri: str, workdir: Path) -> BatchModel:
     """Resolve a model URI (registry URI, any MLflow URI, or a local model folder) to a local folder.
 
@@ -99,17 +83,18 @@ def load_batch_model(uri: str, workdir: Path) -> BatchModel:
     local = Path(uri.removeprefix("file://"))
     if local.is_dir():
         path = local
-    else:
-        from mlflow.artifacts import download_artifacts
+    else:  # pins an alias to its version before downloading, so the version reported is the one scored
+        from mlgate.serving.bundle import model_bundle
 
-        path = Path(download_artifacts(artifact_uri=uri, dst_path=str(workdir / "model")))
+        path = workdir / "model"
+        model_bundle(uri, path)
     try:
         mlmodel = read_mlmodel(path)
         inputs = tuple(signature_columns(mlmodel))
     except ModelLoadError as exc:
         raise ScoringError(f"{uri}: {exc}") from None
     meta = (mlmodel.get("metadata") or {}).get("mlgate") or {}
-    name, version = _name_version(uri, path, mlmodel)
+    name, version = _name_version(path, mlmodel)
     return BatchModel(
         uri=uri,
         path=path,
@@ -121,11 +106,8 @@ def load_batch_model(uri: str, workdir: Path) -> BatchModel:
     )
 
 
-def _name_version(uri: str, path: Path, mlmodel: dict[str, Any]) -> tuple[str, str]:
-    """Registered name and version: from the URI, else the folder's metadata files, else the model id."""
-    resolved = _registry_name_version(uri)
-    if resolved:
-        return resolved
+def _name_version(path: Path, mlmodel: dict[str, Any]) -> tuple[str, str]:
+    """Registered name and version as the folder records them, else the environment, else the model id."""
     recorded = folder_identity(path)
     name = recorded["name"] or os.environ.get("MLGATE_MODEL_NAME") or mlmodel.get("model_id") or path.name
     version = recorded["version"] or os.environ.get("MLGATE_MODEL_VERSION") or "unknown"

@@ -98,6 +98,18 @@ def test_workers_load_the_model_without_mlflow(trained_model: dict, tmp_path: Pa
     assert proba.shape == (5, len(model.classes)) and set(labels) <= set(model.classes)
 
 
+def test_registry_alias_is_pinned_and_reported(trained_model: dict, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_model["tracking_uri"])
+    mlflow.set_tracking_uri(trained_model["tracking_uri"])
+    try:
+        name = trained_model["config"].model_name
+        model = batch.load_batch_model(f"models:/{name}@champion", tmp_path)
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert (model.name, model.version) == (name, trained_model["summary"]["champion_version"])
+    assert (model.path / "MLmodel").is_file()
+
+
 def test_model_without_signature_is_refused(trained_model: dict, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(trained_model["model_dir"], tmp_path / "model"))
     mlmodel = yaml.safe_load((folder / "MLmodel").read_text())

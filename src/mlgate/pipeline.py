@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import mlflow
@@ -11,7 +10,7 @@ import mlflow
 from mlgate.config import PipelineConfig
 from mlgate.evaluate import evaluate
 from mlgate.registry import promote, register
-from mlgate.tracking import TAG_PREFIX, git_commit
+from mlgate.tracking import TAG_PREFIX, git_commit, use_experiment
 from mlgate.train import train
 from mlgate.validate import validate
 
@@ -24,8 +23,7 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False) -> dict[str, Any]:
     Returns:
         A summary: rows, model version, candidate metrics, the gate's verdict and the champion after the run.
     """
-    if not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(cfg.experiment)
+    use_experiment(cfg)
     with mlflow.start_run(run_name="pipeline") as parent:
         mlflow.set_tags({f"{TAG_PREFIX}step": "pipeline", f"{TAG_PREFIX}git_commit": git_commit()})
         validated = validate(cfg)

@@ -33,6 +33,12 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+def use_experiment(cfg: PipelineConfig) -> None:
+    """Log into the config's experiment, unless a run is active or ``mlflow run`` chose one already."""
+    if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(cfg.experiment)
+
+
 @contextmanager
 def step_run(cfg: PipelineConfig, step: str) -> Iterator[Run]:
     """Open the MLflow run a step logs into, tagged with the step, the commit and the config hash.
@@ -40,8 +46,7 @@ def step_run(cfg: PipelineConfig, step: str) -> Iterator[Run]:
     Under ``mlflow run`` the run MLflow created (``MLFLOW_RUN_ID``) is used; inside the ``run`` chain each
     step is a child of the pipeline run.
     """
-    if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(cfg.experiment)
+    use_experiment(cfg)
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_name=step, nested=nested) as run:
         mlflow.set_tags(

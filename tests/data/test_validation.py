@@ -73,12 +73,17 @@ def test_split_is_deterministic_and_stratified(penguins, data_cfg):
     assert shares.abs().max() < 0.02
 
 
-def test_validate_step_writes_quarantine_and_counts(store, penguins):
+def _corrupted_config(store, penguins, rows: int, column: str, value: str):
+    """The default config on a copy of the data whose first ``rows`` rows hold ``value`` in ``column``."""
     corrupted = penguins.astype(object).copy()
-    corrupted.loc[:9, "bill_depth_mm"] = "n/a?"
+    corrupted.loc[: rows - 1, column] = value
     path = store / "corrupted.csv"
     corrupted.to_csv(path, index=False)
-    cfg = make_config(store, **{"data.source": str(path)})
+    return make_config(store, **{"data.source": str(path)})
+
+
+def test_validate_step_writes_quarantine_and_counts(store, penguins):
+    cfg = _corrupted_config(store, penguins, 10, "bill_depth_mm", "n/a?")
     summary = validate(cfg)
     assert summary["rows_in"] == 344 == summary["rows_accepted"] + summary["rows_quarantined"]
     assert summary["rows_quarantined"] == 10
@@ -90,11 +95,7 @@ def test_validate_step_writes_quarantine_and_counts(store, penguins):
 
 
 def test_validate_fails_past_the_limit_but_keeps_the_quarantine(store, penguins):
-    corrupted = penguins.astype(object).copy()
-    corrupted.loc[:49, "island"] = "Nowhere"
-    path = store / "corrupted.csv"
-    corrupted.to_csv(path, index=False)
-    cfg = make_config(store, **{"data.source": str(path)})
+    cfg = _corrupted_config(store, penguins, 50, "island", "Nowhere")
     with pytest.raises(
         TooManyInvalidRowsError, match=r"50 of 344 rows invalid \(14.5%\), above the limit of 5.0%"
     ):

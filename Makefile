@@ -52,8 +52,7 @@ promote-dry-run: install-runtime ## Show the gate's decision without moving the 
 	$(MLGATE) --config $(CONFIG) promote --dry-run
 
 mlflow-run: install-runtime ## The same chain through MLflow Projects (`mlflow run .`), in the config's experiment
-	$(BIN)/mlflow run . --env-manager local -P config=$(CONFIG) \
-		--experiment-name "$$($(MLGATE) --config $(CONFIG) show experiment)"
+	$(MLGATE) --config $(CONFIG) mlflow-run main
 
 # --- serving targets (issue 8) ---
 .PHONY: serve model-bundle image-serving bench-serving
@@ -119,113 +118,152 @@ compose-config: ## Validate docker-compose.yml with .env.example (needs docker-c
 	@if docker compose version >/dev/null 2>&1; then dc="docker compose"; else dc=docker-compose; fi; \
 		$$dc --env-file .env.example -f docker-compose.yml config --quiet && echo "docker-compose.yml is valid"
 
-# --- CI targets (issue 6) ---
+# --- CI targets ---
 # What the GitHub workflows run (.github/workflows, docs/ci.md). `make ci-pipeline` is pipeline.yml's chain, locally.
-.PHONY: report-summary gate-status ci-validate ci-train ci-evaluate ci-register ci-promote ci-model-version \
-	ci-image ci-image-smoke ci-image-push ci-rollback ci-retag-champion ci-pipeline \
-	ci-stack-up ci-stack-down ci-state-save
+# GNU make ends with exit 2 whenever a recipe fails, whatever its code: the workflows read the gate's own exit
+# code (3 = rejected) from `mlgate gate-status`, which they run directly (`make ci-path` puts it on PATH).
+.PHONY: ci-path report-summary ci-report-origin gate-status ci-validate ci-train ci-evaluate ci-register ci-lineage ci-promote \
+	ci-bundle ci-model-version ci-image ci-image-smoke ci-image-push ci-retag-champion ci-rollback-plan \
+	ci-rollback ci-pipeline ci-stack-up ci-stack-down ci-state-save
 # The config's outputs folder, asked once (memoised) from the config itself.
 CI_OUTPUTS = $(eval CI_OUTPUTS := $$(shell $(MLGATE) --config $(CONFIG) show outputs_dir 2>/dev/null || echo outputs))$(CI_OUTPUTS)
-CI_MLFLOW_RUN = $(BIN)/mlflow run . --env-manager local -P config=$(CONFIG) \
-	--experiment-name "$$($(MLGATE) --config $(CONFIG) show experiment)"
+CI_MLFLOW_RUN = $(MLGATE) --config $(CONFIG) mlflow-run
 IMAGE ?= serving
 CI_REGISTRY ?= ghcr.io
 CI_IMAGE_REPO ?= $(shell printf '%s' "$${GITHUB_REPOSITORY:-local/mlgate}" | tr '[:upper:]' '[:lower:]')
 CI_IMAGE_NAME = $(CI_REGISTRY)/$(CI_IMAGE_REPO)-$(IMAGE)
 CI_SHORT_SHA ?= $(shell git rev-parse --short=7 HEAD 2>/dev/null || echo unknown)
-CI_BUNDLE_META = serving/model/registered_model_meta
-MODEL_VERSION ?= $(shell sed -n 's/^model_version: //p' $(CI_BUNDLE_META) 2>/dev/null)
-CI_IMAGE_TAGS = $(CI_SHORT_SHA) v$(MODEL_VERSION) champion
-REASON ?= manual rollback
+CI_BUNDLE ?= serving/model
+# Versions and the rollback reason reach the shell through the environment only, never through make's own
+# expansion: a workflow input is never pasted into a command line. The model version is MODEL_VERSION when set
+# (the publish job's), else the bundle's (mlgate_bundle.json, written by mlgate model-bundle).
+CI_MODEL_VERSION = v="$${MODEL_VERSION:-$$(sed -n 's/^ *"version": "\([0-9][0-9]*\)".*/\1/p' \
+	$(CI_BUNDLE)/mlgate_bundle.json 2>/dev/null)}"; printf '%s\n' "$$v" | grep -Eq '^[0-9]+$$' || { \
+	echo "MODEL_VERSION must be a model version number (run make ci-bundle, or set it)" >&2; exit 1; }
+CI_NEED_VERSION = printf '%s\n' "$${VERSION:-}" | grep -Eq '^[0-9]+$$' || { \
+	echo "VERSION must be a model version number" >&2; exit 1; }
+# Immutable tags, never overwritten: sha-<short sha>-v<version> and v<version> ($$v: the shell's CI_MODEL_VERSION).
+# `champion` is the only tag that moves (ci-retag-champion).
+CI_IMAGE_TAGS = sha-$(CI_SHORT_SHA)-v$$v v$$v
+DRY_RUN ?= false
+
+ci-path: ## Print the virtualenv's bin folder: workflows append it to GITHUB_PATH, so `mlgate` works in later steps
+	@echo "$(abspath $(BIN))"
 
 report-summary: ## Append outputs/report.md to the job summary (GITHUB_STEP_SUMMARY; stdout locally)
 	@test -f $(CI_OUTPUTS)/report.md || { echo "$(CI_OUTPUTS)/report.md not found: run make evaluate first" >&2; exit 1; }
 	cat $(CI_OUTPUTS)/report.md >> "$${GITHUB_STEP_SUMMARY:-/dev/stdout}"
 
-gate-status: ## The gate's verdict from promotion.json: exit 0 promoted, 3 rejected (failing thresholds listed), 1 broken
+ci-report-origin: ## Say in outputs/report.md which champion it compares with (STATE_RUN_ID: the restored state's run)
+	@test -f $(CI_OUTPUTS)/report.md || { echo "$(CI_OUTPUTS)/report.md not found: run make evaluate first" >&2; exit 1; }
+	@if [ -n "$$STATE_RUN_ID" ]; then \
+		run="$${GITHUB_SERVER_URL:-https://github.com}/$${GITHUB_REPOSITORY:-}/actions/runs/$$STATE_RUN_ID"; \
+		note="Champion: main's, from the registry state its run [$$STATE_RUN_ID]($$run) saved; compared on a throwaway copy that is never saved back."; \
+	else note="Champion: none to compare with: main has no saved registry state yet (its first green pipeline run saves one)."; fi; \
+	printf '\n%s\n' "$$note" | tee -a $(CI_OUTPUTS)/report.md
+
+gate-status: ## The gate's verdict from promotion.json (mlgate gate-status: 0 passed, 3 rejected, 1 broken)
 	$(MLGATE) --config $(CONFIG) gate-status
 
 ci-validate ci-train ci-evaluate ci-register: install ## One MLproject entry point via `mlflow run -e <step>` (as pipeline.yml)
-	$(CI_MLFLOW_RUN) -e $(@:ci-%=%)
+	$(CI_MLFLOW_RUN) $(@:ci-%=%)
+
+ci-lineage: install ## After validate: print changed=true|false against the champion's lineage ($$FORCE=1|true: true)
+	@case "$${FORCE:-}" in 1|true) force=--force;; *) force=;; esac; $(MLGATE) --config $(CONFIG) lineage $$force
 
 # `mlflow run` turns promote's exit code 3 (rejected) into 1, so the verdict is read back by gate-status.
-ci-promote: install ## The gate via `mlflow run -e promote`; exits like gate-status
+ci-promote: install ## The gate via `mlflow run -e promote` (DRY_RUN=true: decide, move nothing); then run gate-status
 	rm -f $(CI_OUTPUTS)/promotion.json
-	-$(CI_MLFLOW_RUN) -e promote
-	$(MAKE) --no-print-directory gate-status
+	-$(CI_MLFLOW_RUN) promote -P dry_run=$(DRY_RUN)
 
-ci-model-version: ## Print `version=<n>` of the bundled champion (serving/model), for GITHUB_OUTPUT
-	@test -n "$(MODEL_VERSION)" || { echo "no model version in $(CI_BUNDLE_META): run make model-bundle" >&2; exit 1; }
-	@echo "version=$(MODEL_VERSION)"
+ci-bundle: install ## Download the registered candidate (register.json) into serving/model and batch/model
+	uri="$$($(MLGATE) --config $(CONFIG) result register registered_uri)" && \
+	for dest in serving/model batch/model; do $(MLGATE) --config $(CONFIG) model-bundle --model "$$uri" --dest $$dest || exit 1; done
 
-ci-image: ## Build IMAGE=serving|batch, tagged <short sha>, v<model version> and champion
-	@test -n "$(MODEL_VERSION)" || { echo "no model version in $(CI_BUNDLE_META): run make model-bundle" >&2; exit 1; }
+ci-model-version: ## Print `version=<n>` of the bundled model (serving/model), for GITHUB_OUTPUT
+	@$(CI_MODEL_VERSION); echo "version=$$v"
+
+ci-image: ## Build IMAGE=serving|batch, tagged sha-<short sha>-v<model version> and v<model version>
+	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; \
 	$(MAKE) --no-print-directory image-$(IMAGE) \
-		$(shell printf '%s' '$(IMAGE)' | tr '[:lower:]' '[:upper:]')_IMAGE=$(CI_IMAGE_NAME):$(CI_SHORT_SHA)
-	for tag in v$(MODEL_VERSION) champion; do docker tag $(CI_IMAGE_NAME):$(CI_SHORT_SHA) $(CI_IMAGE_NAME):$$tag; done
+		$(shell printf '%s' '$(IMAGE)' | tr '[:lower:]' '[:upper:]')_IMAGE=$(CI_IMAGE_NAME):$$1 && \
+	docker tag $(CI_IMAGE_NAME):$$1 $(CI_IMAGE_NAME):$$2
 
 ci-image-smoke: ## Run the IMAGE built by ci-image once: serving answers /ready and /invocations, batch scores a file
-	.github/scripts/image-smoke.sh $(IMAGE) $(CI_IMAGE_NAME):$(CI_SHORT_SHA)
+	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; .github/scripts/image-smoke.sh $(IMAGE) $(CI_IMAGE_NAME):$$1
 
-ci-image-push: ## Push the IMAGE's three tags; print name= and digest= for GITHUB_OUTPUT (build provenance)
-	for tag in $(CI_IMAGE_TAGS); do docker push --quiet $(CI_IMAGE_NAME):$$tag >&2; done
-	@echo "name=$(CI_IMAGE_NAME)"
-	@echo "digest=$$(docker inspect --format '{{index .RepoDigests 0}}' $(CI_IMAGE_NAME):$(CI_SHORT_SHA) | cut -d@ -f2)"
+ci-image-push: ## Push the IMAGE's immutable tags (refused when one exists); print name= and digest= for GITHUB_OUTPUT
+	@$(CI_MODEL_VERSION); for tag in $(CI_IMAGE_TAGS); do \
+		if docker manifest inspect $(CI_IMAGE_NAME):$$tag >/dev/null 2>&1; then \
+			echo "$(CI_IMAGE_NAME):$$tag exists already: version tags are never overwritten" >&2; exit 1; fi; \
+	done; \
+	for tag in $(CI_IMAGE_TAGS); do docker push --quiet $(CI_IMAGE_NAME):$$tag >&2 || exit 1; done; \
+	echo "name=$(CI_IMAGE_NAME)"; \
+	echo "digest=$$(docker inspect --format '{{index .RepoDigests 0}}' $(CI_IMAGE_NAME):v$$v | cut -d@ -f2)"
 
-# Zero-infrastructure mode in pipeline.yml / rollback.yml: MinIO and the MLflow server from docker-compose.yml,
-# PostgreSQL as the job's service container (CI_PG_CONTAINER, CI_SERVICES_NETWORK); state in .stack/ci-state.
-CI_COMPOSE = docker compose --env-file .env.example -f docker-compose.yml -f .github/ci-stack.compose.yml
-CI_STATE ?= .stack/ci-state
-CI_MLFLOW_URL ?= http://127.0.0.1:5000
-
-ci-stack-up: ## CI only: restore $(CI_STATE) if present, start MinIO + MLflow server (compose) on the service PostgreSQL
-	test -f .env || cp .env.example .env
-	$(CI_COMPOSE) create --no-deps minio
-	if [ -f $(CI_STATE)/mlflow.pgdump ]; then \
-		docker exec -i "$$CI_PG_CONTAINER" pg_restore -U mlflow -d mlflow --clean --if-exists --no-owner \
-			< $(CI_STATE)/mlflow.pgdump && \
-		$(CI_COMPOSE) cp $(CI_STATE)/minio/. minio:/data; fi
-	$(CI_COMPOSE) up -d --no-deps minio
-	for i in $$(seq 1 60); do curl -fsS http://127.0.0.1:9000/minio/health/live >/dev/null 2>&1 && break; sleep 2; done
-	$(CI_COMPOSE) run --rm --no-deps create-bucket
-	$(CI_COMPOSE) up -d --no-deps --build mlflow
-	for i in $$(seq 1 90); do curl -fsS $(CI_MLFLOW_URL)/health >/dev/null 2>&1 && break; sleep 2; done
-	curl -fsS $(CI_MLFLOW_URL)/health
-
-ci-state-save: ## CI only: dump the service PostgreSQL and MinIO's data into $(CI_STATE) (uploaded as mlflow-state)
-	rm -rf $(CI_STATE) && mkdir -p $(CI_STATE)
-	docker exec "$$CI_PG_CONTAINER" pg_dump -U mlflow -d mlflow --format=custom > $(CI_STATE)/mlflow.pgdump
-	$(CI_COMPOSE) cp minio:/data $(CI_STATE)/minio
-	ls -la $(CI_STATE)
-
-ci-stack-down: ## CI only: stop and remove what ci-stack-up started
-	$(CI_COMPOSE) down --volumes --remove-orphans
-
-# A stack already running in STACK_ROOT is used and left running (its registry is the state carried over, as
-# pipeline.yml's mlflow-state artifact is); otherwise one is started and stopped (`stack down` deletes it).
-ci-pipeline: install-runtime ## pipeline.yml's chain locally: stack-up, mlflow run steps, gate, bundle, images, stack-down
-	@if $(MAKE) --no-print-directory -s stack-status >/dev/null 2>&1; then started=0; \
-		echo "ci-pipeline: using the running stack in $(STACK_ROOT)"; \
-	else started=1; $(MAKE) --no-print-directory stack-up || exit $$?; fi; \
-	status=0; MLFLOW_TRACKING_URI="$$(cat $(STACK_ROOT)/tracking_uri)" \
-		$(MAKE) --no-print-directory ci-validate ci-train ci-evaluate ci-register ci-promote report-summary \
-		model-bundle model-bundle-batch ci-model-version || status=$$?; \
-	if [ $$status = 0 ]; then for image in serving batch; do \
-		$(MAKE) --no-print-directory ci-image ci-image-smoke IMAGE=$$image || { status=$$?; break; }; done; fi; \
-	if [ $$started = 1 ]; then $(MAKE) --no-print-directory stack-down; fi; exit $$status
-
-ci-rollback: install ## `mlgate rollback` to VERSION (empty: the previous champion) with REASON
-	@printf '%s' "$$VERSION" | grep -Eq '^[0-9]*$$' || { echo "VERSION must be a model version number" >&2; exit 1; }
-	$(MLGATE) --config $(CONFIG) rollback --version "$$VERSION" --reason "$$REASON"
-
-ci-retag-champion: ## Point each image's champion tag at the images of the version rollback restored
-	version="$$($(MLGATE) --config $(CONFIG) result rollback new)" && \
-	for image in serving batch; do \
+ci-retag-champion: ## Point both images' champion tag at their v$$VERSION images (which must exist)
+	@$(CI_NEED_VERSION); set -x; for image in serving batch; do \
 		name="$(CI_REGISTRY)/$(CI_IMAGE_REPO)-$$image"; \
-		docker pull --quiet "$$name:v$$version" && docker tag "$$name:v$$version" "$$name:champion" && \
+		docker pull --quiet "$$name:v$$VERSION" && docker tag "$$name:v$$VERSION" "$$name:champion" && \
 		docker push --quiet "$$name:champion" || exit 1; \
 	done
 
+ci-rollback-plan: install ## Print version= (the rollback's target: $$VERSION, or empty = the previous champion) and previous=
+	@case "$${VERSION:-}" in *[!0-9]*) echo "VERSION must be a model version number or empty" >&2; exit 1;; esac
+	@$(MLGATE) --config $(CONFIG) rollback --dry-run --version "$${VERSION:-}" >&2
+	@echo "version=$$($(MLGATE) --config $(CONFIG) result rollback new)"
+	@echo "previous=$$($(MLGATE) --config $(CONFIG) result rollback previous)"
+
+ci-rollback: install ## Move champion to $$VERSION (a number: ci-rollback-plan's), $$REASON in the audit trail
+	@$(CI_NEED_VERSION)
+	$(MLGATE) --config $(CONFIG) rollback --version "$$VERSION" --reason "$${REASON:-manual rollback}"
+
+# Zero-infrastructure mode in pipeline.yml / rollback.yml: PostgreSQL is the job's service container
+# (CI_PG_CONTAINER, CI_SERVICES_NETWORK: a step's env gives them from the `job` context); the MLflow server
+# (stack/Dockerfile) joins its network and keeps artifacts in $(CI_STATE)/artifacts. The state carried from run to
+# run is that folder and a pg_dump.
+CI_STATE ?= .stack/ci-state
+CI_MLFLOW_PORT ?= 5000
+CI_SERVER ?= mlgate-ci-mlflow
+CI_SERVER_IMAGE ?= mlgate-mlflow-server:ci
+CI_PG_URI = postgresql+psycopg2://mlflow:mlflow@postgres:5432/mlflow
+
+ci-stack-up: ## CI only: restore $(CI_STATE) into the service PostgreSQL, start the MLflow server on its network
+	test -n "$$CI_PG_CONTAINER" && test -n "$$CI_SERVICES_NETWORK"
+	mkdir -p $(CI_STATE)/artifacts && chmod 0777 $(CI_STATE)/artifacts
+	if [ -f $(CI_STATE)/mlflow.pgdump ]; then \
+		docker exec -i "$$CI_PG_CONTAINER" pg_restore -U mlflow -d mlflow --clean --if-exists --no-owner \
+			< $(CI_STATE)/mlflow.pgdump; fi
+	docker build --quiet -f stack/Dockerfile -t $(CI_SERVER_IMAGE) stack
+	docker run -d --name $(CI_SERVER) --network "$$CI_SERVICES_NETWORK" -p 127.0.0.1:$(CI_MLFLOW_PORT):5000 \
+		-e MLFLOW_BACKEND_STORE_URI=$(CI_PG_URI) -e MLFLOW_ARTIFACTS_DESTINATION=/data/artifacts \
+		-v "$(abspath $(CI_STATE))/artifacts:/data/artifacts" $(CI_SERVER_IMAGE)
+	for i in $$(seq 1 90); do curl -fsS http://127.0.0.1:$(CI_MLFLOW_PORT)/health >/dev/null 2>&1 && break; sleep 2; done
+	curl -fsS http://127.0.0.1:$(CI_MLFLOW_PORT)/health
+
+ci-state-save: ## CI only: dump the service PostgreSQL into $(CI_STATE) (uploaded with the artifacts as mlflow-state)
+	docker exec "$$CI_PG_CONTAINER" pg_dump -U mlflow -d mlflow --format=custom > $(CI_STATE)/mlflow.pgdump.tmp
+	mv $(CI_STATE)/mlflow.pgdump.tmp $(CI_STATE)/mlflow.pgdump
+	ls -la $(CI_STATE)
+
+ci-stack-down: ## CI only: stop and remove the MLflow server ci-stack-up started
+	docker rm -f $(CI_SERVER)
+
+# A stack already running in STACK_ROOT is used and left running (its registry is the state carried over, as
+# pipeline.yml's mlflow-state artifact is); otherwise one is started and stopped (`stack down` deletes it).
+# The order is pipeline.yml's: gate (dry run) -> bundle -> images -> champion alias, moved last.
+ci-pipeline: install-runtime ## pipeline.yml's chain locally: stack-up, mlflow run steps, gate, bundle, images, promote, stack-down
+	@if $(MAKE) --no-print-directory -s stack-status >/dev/null 2>&1; then started=0; \
+		echo "ci-pipeline: using the running stack in $(STACK_ROOT)"; \
+	else started=1; $(MAKE) --no-print-directory stack-up || exit $$?; fi; \
+	export MLFLOW_TRACKING_URI="$$(cat $(STACK_ROOT)/tracking_uri)"; \
+	status=0; $(MAKE) --no-print-directory ci-validate ci-train ci-evaluate ci-register && \
+		$(MAKE) --no-print-directory ci-promote DRY_RUN=true && $(MAKE) --no-print-directory gate-status && \
+		$(MAKE) --no-print-directory report-summary ci-bundle ci-model-version || status=$$?; \
+	if [ $$status = 0 ]; then for image in serving batch; do \
+		$(MAKE) --no-print-directory ci-image ci-image-smoke IMAGE=$$image || { status=$$?; break; }; done; fi; \
+	if [ $$status = 0 ]; then $(MAKE) --no-print-directory ci-promote gate-status || status=$$?; fi; \
+	if [ $$started = 1 ]; then $(MAKE) --no-print-directory stack-down; fi; exit $$status
 
 clean: ## Remove outputs and the local MLflow store (mlflow.db, mlruns/)
 	rm -rf outputs mlflow.db mlruns .pytest_cache .coverage .coverage.* coverage.xml htmlcov

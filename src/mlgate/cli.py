@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from mlgate.client import apply_client_defaults
 from mlgate.config import DEFAULT_CONFIG_PATH, load_config
 from mlgate.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_REJECTED, describe_error
 
@@ -62,6 +63,7 @@ def step_command(fn: Callable[..., Any]) -> Callable[..., Any]:
 def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
     """mlgate: validate, train, evaluate, register and promote a tabular scikit-learn model with MLflow."""
     _configure_logging(verbose)
+    apply_client_defaults()
     ctx.obj = {"config_path": config_path}
 
 
@@ -151,13 +153,52 @@ def promote_cmd(ctx: click.Context, dry_run: bool) -> None:
     help="Version to restore (default: the previous champion).",
 )
 @click.option("--reason", default="manual rollback", show_default=True, help="Recorded in the audit trail.")
+@click.option("--dry-run", is_flag=True, help="Only write which version it would be to rollback.json.")
 @click.pass_context
 @step_command
-def rollback_cmd(ctx: click.Context, version: str | None, reason: str) -> None:
+def rollback_cmd(ctx: click.Context, version: str | None, reason: str, dry_run: bool) -> None:
     """Move the champion alias back to the previous champion, or to a given version."""
     from mlgate.registry import rollback
 
-    rollback(_config(ctx), version=version, reason=reason)
+    rollback(_config(ctx), version=version, reason=reason, dry_run=dry_run)
+
+
+@cli.command("lineage")
+@click.option("--force", is_flag=True, help="Report a change even when the lineage is the champion's.")
+@click.pass_context
+@step_command
+def lineage_cmd(ctx: click.Context, force: bool) -> None:
+    """Print `changed=true|false`: do the validated data, config and commit differ from the champion's?
+
+    Run after validate. `changed=false` means a retrain would rebuild the champion: nothing to release.
+    """
+    from mlgate.registry import lineage
+
+    result = lineage(_config(ctx))
+    if result["changed"]:
+        why = f"{', '.join(result['differs'])} differ from champion {result['champion']}"
+    else:
+        why = f"nothing changed: data, config and commit are champion {result['champion']}'s"
+    changed = result["changed"] or force
+    click.echo(f"mlgate lineage: {why}{' (--force: releasing anyway)' if force else ''}", err=True)
+    click.echo(f"changed={str(changed).lower()}")
+
+
+@cli.command(
+    "mlflow-run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.argument("entry_point")
+@click.argument("mlflow_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def mlflow_run_cmd(ctx: click.Context, entry_point: str, mlflow_args: tuple[str, ...]) -> None:
+    """`mlflow run . -e ENTRY_POINT --env-manager local` with this config, in its experiment.
+
+    Extra arguments go to `mlflow run` (e.g. `-P dry_run=true`); the tracking client defaults apply to it.
+    """
+    cmd = [sys.executable, "-m", "mlflow", "run", ".", "-e", entry_point, "--env-manager", "local"]
+    cmd += ["-P", f"config={ctx.obj['config_path']}", "--experiment-name", _config(ctx).experiment]
+    sys.stdout.flush()
+    os.execv(sys.executable, [*cmd, *mlflow_args])  # nosec B606 - our interpreter, a fixed argument list
 
 
 @cli.command("run")
@@ -214,13 +255,13 @@ def gate_status_cmd(ctx: click.Context) -> None:
 @click.pass_context
 @step_command
 def result_cmd(ctx: click.Context, step: str, field: str) -> None:
-    """Print one field of a step's result file, e.g. `mlgate result rollback new`."""
+    """Print one field of a step's result file, e.g. `mlgate result rollback new` (an empty line for null)."""
     from mlgate.io import read_step_result
 
     data = read_step_result(_config(ctx).outputs, step)
     if field not in data:
         raise click.BadParameter(f"{step}.json has no field {field!r}; it has: {', '.join(sorted(data))}")
-    click.echo(data[field])
+    click.echo("" if data[field] is None else data[field])
 
 
 # --- serving commands (issue 8) ---

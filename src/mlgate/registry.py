@@ -291,36 +291,99 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
     return finish(PromotionResult(decision, version, current_version, promoted=True))
 
 
+LINEAGE_TAGS = ("data_digest", "config_hash", "git_commit")
+
+
+def lineage(cfg: PipelineConfig) -> dict[str, Any]:
+    """Compare the validated data, the config and the code commit with the champion's lineage tags.
+
+    An unchanged lineage means a retrain would rebuild the champion (the weekly schedule on unchanged data):
+    the pipeline then releases nothing.
+
+    Returns:
+        The step result written to ``<outputs>/lineage.json``: ``changed``, the champion version (or None),
+        and for each lineage tag the candidate's and the champion's value.
+    """
+    validated = read_step_result(cfg.outputs, "validate")
+    candidate = {
+        "data_digest": validated["dataset_digest"],
+        "config_hash": cfg.digest(),
+        "git_commit": git_commit(),
+    }
+    champion = version_by_alias(MlflowClient(), cfg.model_name, cfg.promotion.aliases.champion)
+    recorded = {} if champion is None else {k: champion.tags.get(f"{TAG_PREFIX}{k}") for k in LINEAGE_TAGS}
+    differs = [k for k in LINEAGE_TAGS if recorded.get(k) != candidate[k]]
+    result = {
+        "changed": bool(differs),
+        "champion": None if champion is None else str(champion.version),
+        "differs": differs,
+        "candidate": candidate,
+        "champion_lineage": recorded,
+    }
+    write_json(result, cfg.outputs / "lineage.json")
+    return result
+
+
+def _rollback_target(
+    client: MlflowClient, cfg: PipelineConfig, version: str | None
+) -> tuple[str, str | None]:
+    """The version a rollback moves the champion to (checked to exist), and the current champion."""
+    alias = cfg.promotion.aliases.champion
+    current = version_by_alias(client, cfg.model_name, alias)
+    current_version = None if current is None else str(current.version)
+    if version is None:
+        if current_version is None:
+            raise ValueError(f"{cfg.model_name!r} has no {alias!r} to roll back from")
+        moves = [e for e in audit_trail(client, cfg.model_name) if e["new"] == current_version]
+        if not moves or moves[-1]["previous"] is None:
+            raise ValueError(
+                f"no earlier {alias!r} is recorded for {cfg.model_name!r} version {current_version}"
+            )
+        version = moves[-1]["previous"]
+    target = client.get_model_version(cfg.model_name, version)  # raises if it does not exist
+    return str(target.version), current_version
+
+
 def rollback(
-    cfg: PipelineConfig, version: str | None = None, reason: str = "manual rollback"
+    cfg: PipelineConfig, version: str | None = None, reason: str = "manual rollback", dry_run: bool = False
 ) -> dict[str, Any]:
     """Move the champion alias back to the previous champion (from the audit trail) or to ``version``.
+
+    With ``dry_run``, only say which version that would be (``new``), so that its images can be checked and
+    tagged before the alias moves.
+
+    Returns:
+        The step result written to ``<outputs>/rollback.json``: the audit entry (or, for a dry run, the
+        target ``new``, the current ``previous`` and ``dry_run: true``).
 
     Raises:
         ValueError: there is no champion, no earlier champion is recorded, or the version does not exist.
     """
     client = MlflowClient()
     alias = cfg.promotion.aliases.champion
+    if dry_run:
+        new, current_version = _rollback_target(client, cfg, version)
+        plan = {
+            "action": "rollback",
+            "alias": alias,
+            "new": new,
+            "previous": current_version,
+            "dry_run": True,
+        }
+        log.info(
+            "rollback (dry run): %s %r would move from %s to %s", cfg.model_name, alias, current_version, new
+        )
+        write_json(plan, cfg.outputs / "rollback.json")
+        return plan
     with promotion_lock(client, cfg):
-        current = version_by_alias(client, cfg.model_name, alias)
-        current_version = None if current is None else str(current.version)
-        if version is None:
-            if current_version is None:
-                raise ValueError(f"{cfg.model_name!r} has no {alias!r} to roll back from")
-            moves = [e for e in audit_trail(client, cfg.model_name) if e["new"] == current_version]
-            if not moves or moves[-1]["previous"] is None:
-                raise ValueError(
-                    f"no earlier {alias!r} is recorded for {cfg.model_name!r} version {current_version}"
-                )
-            version = moves[-1]["previous"]
-        target = client.get_model_version(cfg.model_name, version)  # raises if it does not exist
+        new, current_version = _rollback_target(client, cfg, version)
         entry = _move_champion(
             client,
             cfg,
-            str(target.version),
+            new,
             current_version,
             {"action": "rollback", "reason": reason, "metrics": None, "champion_metrics": None},
         )
-    log.info("rollback: %s %r moved from %s to %s", cfg.model_name, alias, current_version, target.version)
+    log.info("rollback: %s %r moved from %s to %s", cfg.model_name, alias, current_version, new)
     write_json(entry, cfg.outputs / "rollback.json")
     return entry

@@ -75,16 +75,16 @@ def render_report(cfg: PipelineConfig, evaluation: dict[str, Any]) -> str:
 def gate_status(promotion: dict[str, Any]) -> tuple[int, str]:
     """What ``promote`` decided (from ``promotion.json``) as an exit code and Markdown for a job summary.
 
-    Returns 0 when the candidate is the champion, 3 when it was rejected or only dry-run: the same codes as
-    ``mlgate promote``, which ``mlflow run`` does not pass through.
+    Returns 0 when the candidate passed (and is the champion, or a dry run would make it one), 3 when it was
+    rejected: the same codes as ``mlgate promote``, which ``mlflow run`` does not pass through.
     """
     name, version = promotion["name"], promotion["version"]
     if promotion["passed"] and (promotion["promoted"] or promotion["already_champion"]):
         return 0, f"### Promotion gate: passed\n\n`{name}` version {version} is the champion.\n"
     if promotion["passed"]:
-        return (
-            EXIT_REJECTED,
-            f"### Promotion gate: passed (dry run)\n\n`{name}` version {version} was not promoted.\n",
+        return 0, (
+            f"### Promotion gate: passed\n\n`{name}` version {version} becomes the champion once its images "
+            f"are published (champion is {promotion['previous_champion']} until then).\n"
         )
     lines = [
         "### Promotion gate: FAILED",

@@ -82,10 +82,14 @@ def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_im
         assert promoted["promoted"] and promoted["passed"]
         version = promoted["version"]
         assert _champion(stack, cfg.model_name) == version
-        for kind in ("serving", "batch"):
-            for tag in (ok_tag, f"v{version}", "champion"):
+        for kind in ("serving", "batch"):  # the immutable tags; `champion` moves only when pushed
+            for tag in (f"sha-{ok_tag}-v{version}", f"v{version}"):
                 assert f"ghcr.io/{IMAGE_REPO}-{kind}:{tag}" in _images(tag)
         assert "image smoke ok: serving" in first.stdout and "image smoke ok: batch" in first.stdout
+        # the alias moved last: after both images were built and smoke-run
+        assert first.stdout.rindex("image smoke ok: batch") < first.stdout.rindex(
+            "mlflow-run promote -P dry_run=false"
+        )
 
         strict = make_config(
             tmp_path,
@@ -106,7 +110,7 @@ def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_im
         assert not rejected["promoted"] and rejected["previous_champion"] == version
         assert int(rejected["version"]) > int(version)
         assert "docker build" not in second.stdout and "model-bundle" not in second.stdout
-        assert _images(fail_tag) == []  # nothing built
+        assert not [ref for ref in _images("") if f"sha-{fail_tag}-" in ref]  # nothing built
         assert _champion(stack, cfg.model_name) == version  # champion untouched
     finally:
         _make("stack-down", f"STACK_ROOT={stack}")

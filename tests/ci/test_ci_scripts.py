@@ -172,7 +172,7 @@ def test_the_workflow_and_dockerfile_linters_pass() -> None:
     require(pre_commit.exists(), "pre-commit is not installed in .venv (make install)")
     dockerfiles = sorted(str(p.relative_to(REPO)) for p in REPO.glob("*/Dockerfile"))
     assert any(d.startswith("serving/") for d in dockerfiles)
-    for hook in ("check-github-workflows", "zizmor", "hadolint"):
+    for hook in ("check-github-workflows", "github-workflow-parser", "zizmor", "zizmor-auditor", "hadolint"):
         res = subprocess.run(
             [str(pre_commit), "run", hook, "--all-files", "--color=never"],
             cwd=REPO,

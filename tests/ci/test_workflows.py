@@ -8,7 +8,16 @@ import sys
 
 import pytest
 
-from tests.ci.workflows import REPO, all_steps, check_run, commands, load, makefile_targets, workflow_files
+from tests.ci.workflows import (
+    REPO,
+    action_files,
+    all_steps,
+    check_run,
+    commands,
+    load,
+    makefile_targets,
+    workflow_files,
+)
 
 PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s+[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+\s*$")
 WORKFLOW_NAMES = {"ci.yml", "pipeline.yml", "rollback.yml"}
@@ -66,12 +75,14 @@ def test_makefile_targets_are_read_from_rule_lines() -> None:
 
 def test_every_action_is_pinned_to_a_commit_sha_with_its_version() -> None:
     unpinned = []
-    for path in workflow_files():
+    for path in [*workflow_files(), *action_files()]:
         for n, line in enumerate(path.read_text().splitlines(), 1):
-            if re.match(r"^\s*(?:-\s+)?uses:", line) and not PINNED.match(line):
-                unpinned.append(f"{path.name}:{n}: {line.strip()}")
+            local = re.match(r"^\s*(?:-\s+)?uses:\s+\./", line)
+            if re.match(r"^\s*(?:-\s+)?uses:", line) and not local and not PINNED.match(line):
+                unpinned.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert unpinned == []
     assert any("uses:" in p.read_text() for p in workflow_files())
+    assert {p.parent.name for p in action_files()} == {"setup", "stack-up", "stack-save"}
 
 
 def test_no_expression_of_event_data_inside_run() -> None:
@@ -96,8 +107,19 @@ _NEEDS = {
     "pull-requests": lambda job: "sticky-comment.js" in job,
     "id-token": lambda job: "actions/attest-build-provenance@" in job,
     "attestations": lambda job: "actions/attest-build-provenance@" in job,
-    "actions": lambda job: "last-state.js" in job,
+    "actions": lambda job: "'state': 'last-green'" in job,  # last-state.js looks up the last green run
 }
+
+
+def _with_defaults(job: dict) -> dict:
+    """The job with the inputs of its local actions' steps completed by their defaults."""
+    job = {**job, "steps": [dict(s) for s in job.get("steps", [])]}
+    for step in job["steps"]:
+        if step.get("uses", "").startswith("./.github/actions/"):
+            action = load(REPO / step["uses"] / "action.yml")
+            defaults = {k: v["default"] for k, v in action.get("inputs", {}).items() if "default" in v}
+            step["with"] = {**defaults, **step.get("with", {})}
+    return job
 
 
 def test_permissions_are_least_privilege() -> None:
@@ -107,7 +129,7 @@ def test_permissions_are_least_privilege() -> None:
         for job_id, job in wf["jobs"].items():
             perms = job.get("permissions", {})
             assert isinstance(perms, dict), f"{path.name}:{job_id}: permissions must be a mapping"
-            text = str(job)
+            text = str(_with_defaults(job))
             for scope, level in perms.items():
                 if scope == "contents":
                     assert level == "read", f"{path.name}:{job_id}: contents: {level}"
@@ -141,21 +163,60 @@ def test_ci_runs_on_pull_requests_with_path_filters_and_cancels_superseded_runs(
     assert wf["jobs"]["images"]["strategy"]["matrix"]["image"] == ["serving", "batch"]
 
 
-def test_pipeline_runs_the_entry_points_in_order_then_the_gate_then_the_images() -> None:
+def test_pipeline_gates_then_publishes_then_moves_the_champion_last() -> None:
     wf = _wf("pipeline.yml")
     assert {"push", "schedule", "workflow_dispatch"} <= set(wf["on"])
     assert wf["on"]["push"]["branches"] == ["main"]
     assert wf["concurrency"]["cancel-in-progress"] is False
-    assert wf["concurrency"]["group"] == _wf("rollback.yml")["concurrency"]["group"]
     train = [s.raw.get("run", "") for s in all_steps() if s.workflow == "pipeline.yml" and s.job == "train"]
-    order = ["make ci-validate", "make ci-train", "make ci-evaluate", "make ci-register", "make ci-promote"]
-    order.append("make model-bundle model-bundle-batch")
+    order = ["make ci-validate", 'make --silent ci-lineage >> "$GITHUB_OUTPUT"', "make ci-train"]
+    order += ["make ci-evaluate", "make ci-register", "make ci-promote DRY_RUN=true", "mlgate gate-status"]
+    order += ["make ci-bundle"]
     positions = [train.index(cmd) for cmd in order]
     assert positions == sorted(positions)
     assert "postgres" in wf["jobs"]["train"]["services"]
-    publish = wf["jobs"]["publish"]
+    publish, release = wf["jobs"]["publish"], wf["jobs"]["release"]
     assert publish["needs"] == "train"
     assert "make --silent ci-image-push" in str(publish)
+    assert set(release["needs"]) == {"train", "publish"}
+    assert release["environment"] == "production"
+    assert wf["jobs"]["train"]["environment"] != "production"
+    runs = [s.raw.get("run", "") for s in all_steps() if s.workflow == "pipeline.yml" and s.job == "release"]
+    # the images' champion tag first, then the alias (the last registry change), then its verdict
+    assert (
+        runs.index("make ci-retag-champion")
+        < runs.index("make ci-promote")
+        < runs.index("mlgate gate-status")
+    )
+    for job in (publish, release):  # an unchanged lineage releases nothing
+        assert "needs.train.outputs.changed == 'true'" in job["if"]
+
+
+def test_rollback_has_its_own_concurrency_group_so_a_push_never_replaces_a_queued_rollback() -> None:
+    pipeline, rollback = _wf("pipeline.yml"), _wf("rollback.yml")
+    assert pipeline["concurrency"]["group"] != rollback["concurrency"]["group"]
+    assert pipeline["concurrency"]["cancel-in-progress"] is False
+    assert rollback["concurrency"]["cancel-in-progress"] is False
+
+
+def test_only_jobs_with_an_environment_read_secrets() -> None:
+    for path in workflow_files():
+        for job_id, job in load(path)["jobs"].items():
+            if "secrets." in str(job):
+                assert job.get("environment"), f"{path.name}:{job_id} reads secrets without an environment"
+
+
+def test_the_gate_verdict_is_read_from_mlgate_itself_not_through_make() -> None:
+    """make ends with exit 2 whenever a recipe fails, so a step running `make gate-status` (or a target that
+    calls it) would turn the documented exit 3 (rejected) into 2."""
+    gate_steps = [s for s in all_steps() if "gate-status" in s.raw.get("run", "")]
+    assert gate_steps
+    for step in gate_steps:
+        assert step.raw["run"].strip() == "mlgate gate-status", step.where
+    recipe = subprocess.run(
+        ["make", "-n", "ci-promote", "CONFIG=config/pipeline.yaml"], cwd=REPO, capture_output=True, text=True
+    ).stdout
+    assert "gate-status" not in recipe
 
 
 def test_make_targets_the_pipeline_uses_exist_and_ci_steps_use_mlflow_run() -> None:
@@ -166,17 +227,18 @@ def test_make_targets_the_pipeline_uses_exist_and_ci_steps_use_mlflow_run() -> N
         text=True,
         check=True,
     ).stdout
-    assert "mlflow run . --env-manager local" in out and "-e validate" in out and "-e promote" in out
+    assert "mlflow-run validate" in out and "mlflow-run promote -P dry_run=false" in out
 
 
-def test_rollback_is_manual_protected_and_defaults_to_the_previous_champion() -> None:
+def test_rollback_is_manual_protected_and_moves_the_alias_last() -> None:
     wf = _wf("rollback.yml")
     assert set(wf["on"]) == {"workflow_dispatch"}
     assert wf["on"]["workflow_dispatch"]["inputs"]["version"]["default"] == ""
     job = wf["jobs"]["rollback"]
     assert job["environment"] == "production"
     runs = [s.raw.get("run", "") for s in all_steps() if s.workflow == "rollback.yml"]
-    assert runs.index("make ci-rollback") < runs.index("make ci-retag-champion")
+    plan = runs.index('make --silent ci-rollback-plan >> "$GITHUB_OUTPUT"')
+    assert plan < runs.index("make ci-retag-champion") < runs.index("make ci-rollback")
 
 
 def test_ci_rollback_refuses_a_version_that_is_not_a_number() -> None:

@@ -13,6 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
+ACTIONS = REPO / ".github" / "actions"
 
 # Commands a `run:` step may call: the package CLI, make, mlflow, docker, and standard shell utilities.
 ALLOWED_COMMANDS = frozenset(
@@ -52,6 +53,11 @@ def workflow_files() -> list[Path]:
     return sorted(WORKFLOWS.glob("*.yml")) + sorted(WORKFLOWS.glob("*.yaml"))
 
 
+def action_files() -> list[Path]:
+    """The repository's own composite actions (`uses: ./.github/actions/<name>`)."""
+    return sorted(ACTIONS.glob("*/action.yml"))
+
+
 def steps(workflow: dict[str, Any], name: str) -> Iterator[Step]:
     for job_id, job in workflow.get("jobs", {}).items():
         for i, step in enumerate(job.get("steps", [])):
@@ -59,7 +65,12 @@ def steps(workflow: dict[str, Any], name: str) -> Iterator[Step]:
 
 
 def all_steps() -> list[Step]:
-    return [s for path in workflow_files() for s in steps(load(path), path.name)]
+    """Every step of every workflow, and of every local composite action (job = "action")."""
+    found = [s for path in workflow_files() for s in steps(load(path), path.name)]
+    for path in action_files():
+        action = load(path)
+        found += [Step(path.parent.name, "action", i, st) for i, st in enumerate(action["runs"]["steps"])]
+    return found
 
 
 def makefile_targets(makefile: Path = REPO / "Makefile") -> set[str]:

@@ -71,14 +71,8 @@ def at_stack(stack: StackSettings, tmp_path: Path) -> Iterator[StackSettings]:
 
 
 def cli_env(settings: StackSettings) -> dict[str, str]:
-    """Environment for an `mlgate` subprocess talking to the stack; few HTTP retries so faults show fast."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
-    env.update(
-        {
-            "MLFLOW_TRACKING_URI": settings.tracking_uri,
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-            "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-        }
-    )
+    """Environment for an `mlgate` subprocess talking to the stack, as a user's shell has it: no MLflow HTTP
+    retry or timeout settings (mlgate's own defaults, mlgate.client, must make faults show fast)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN", "MLFLOW_HTTP_"))}
+    env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
     return env

@@ -66,7 +66,9 @@ def test_server_stopping_mid_run_fails_the_step_by_name_and_moves_no_alias(
             assert time.monotonic() < deadline, "validate did not finish"
             time.sleep(0.1)
         assert stop_service(stack, "mlflow")
+        stopped_at = time.monotonic()
         out, err = proc.communicate(timeout=300)
+        failed_after = time.monotonic() - stopped_at
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -74,6 +76,7 @@ def test_server_stopping_mid_run_fails_the_step_by_name_and_moves_no_alias(
 
     assert proc.returncode == 1, err
     assert f"cannot reach the MLflow tracking server at {stack.tracking_uri}" in err
+    assert failed_after < 60, f"the step took {failed_after:.0f} s to give up on a dead server"
     assert not (second.outputs / "register.json").exists()
     # stop_service stopped the server and nothing else
     assert _running(stack, "mlflow").pid != server_pid

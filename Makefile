@@ -123,7 +123,7 @@ compose-config: ## Validate docker-compose.yml with .env.example (needs docker-c
 # GNU make ends with exit 2 whenever a recipe fails, whatever its code: the workflows read the gate's own exit
 # code (3 = rejected) from `mlgate gate-status`, which they run directly (`make ci-path` puts it on PATH).
 .PHONY: ci-path report-summary ci-report-origin gate-status ci-validate ci-train ci-evaluate ci-register ci-lineage ci-promote \
-	ci-bundle ci-model-version ci-image ci-image-smoke ci-image-push ci-retag-champion ci-rollback-plan \
+	ci-bundle ci-model-version ci-image ci-image-smoke ci-image-sbom ci-image-push ci-retag-champion ci-rollback-plan \
 	ci-rollback ci-pipeline ci-stack-up ci-stack-down ci-state-save
 # The config's outputs folder, asked once (memoised) from the config itself.
 CI_OUTPUTS = $(eval CI_OUTPUTS := $$(shell $(MLGATE) --config $(CONFIG) show outputs_dir 2>/dev/null || echo outputs))$(CI_OUTPUTS)
@@ -192,6 +192,10 @@ ci-image: ## Build IMAGE=serving|batch, tagged sha-<short sha>-v<model version> 
 ci-image-smoke: ## Run the IMAGE built by ci-image once: serving answers /ready and /invocations, batch scores a file
 	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; .github/scripts/image-smoke.sh $(IMAGE) $(CI_IMAGE_NAME):$$1
 
+ci-image-sbom: ## Write outputs/sbom-<IMAGE>.cdx.json: the Python packages in the IMAGE ci-image built (CycloneDX)
+	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; \
+	python3 scripts/image-sbom.py $(CI_IMAGE_NAME):$$1 $(CI_OUTPUTS)/sbom-$(IMAGE).cdx.json
+
 ci-image-push: ## Push the IMAGE's immutable tags (refused when one exists); print name= and digest= for GITHUB_OUTPUT
 	@$(CI_MODEL_VERSION); for tag in $(CI_IMAGE_TAGS); do \
 		if docker manifest inspect $(CI_IMAGE_NAME):$$tag >/dev/null 2>&1; then \
@@ -252,7 +256,7 @@ ci-stack-down: ## CI only: stop and remove the MLflow server ci-stack-up started
 # A stack already running in STACK_ROOT is used and left running (its registry is the state carried over, as
 # pipeline.yml's mlflow-state artifact is); otherwise one is started and stopped (`stack down` deletes it).
 # The order is pipeline.yml's: gate (dry run) -> bundle -> images -> champion alias, moved last.
-ci-pipeline: install-runtime ## pipeline.yml's chain locally: stack-up, mlflow run steps, gate, bundle, images, promote, stack-down
+ci-pipeline: install-runtime ## pipeline.yml's chain locally: stack-up, mlflow run steps, gate, bundle, images + SBOMs, promote
 	@if $(MAKE) --no-print-directory -s stack-status >/dev/null 2>&1; then started=0; \
 		echo "ci-pipeline: using the running stack in $(STACK_ROOT)"; \
 	else started=1; $(MAKE) --no-print-directory stack-up || exit $$?; fi; \
@@ -261,7 +265,7 @@ ci-pipeline: install-runtime ## pipeline.yml's chain locally: stack-up, mlflow r
 		$(MAKE) --no-print-directory ci-promote DRY_RUN=true && $(MAKE) --no-print-directory gate-status && \
 		$(MAKE) --no-print-directory report-summary ci-bundle ci-model-version || status=$$?; \
 	if [ $$status = 0 ]; then for image in serving batch; do \
-		$(MAKE) --no-print-directory ci-image ci-image-smoke IMAGE=$$image || { status=$$?; break; }; done; fi; \
+		$(MAKE) --no-print-directory ci-image ci-image-smoke ci-image-sbom IMAGE=$$image || { status=$$?; break; }; done; fi; \
 	if [ $$status = 0 ]; then $(MAKE) --no-print-directory ci-promote gate-status || status=$$?; fi; \
 	if [ $$started = 1 ]; then $(MAKE) --no-print-directory stack-down; fi; exit $$status
 

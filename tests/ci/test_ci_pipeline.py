@@ -86,6 +86,13 @@ def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_im
             for tag in (f"sha-{ok_tag}-v{version}", f"v{version}"):
                 assert f"ghcr.io/{IMAGE_REPO}-{kind}:{tag}" in _images(tag)
         assert "image smoke ok: serving" in first.stdout and "image smoke ok: batch" in first.stdout
+        for kind in ("serving", "batch"):  # an SBOM of each image's own environment
+            sbom = json.loads((cfg.outputs / f"sbom-{kind}.cdx.json").read_text())
+            packages = {c["name"].lower(): c["version"] for c in sbom["components"]}
+            assert (
+                f"scikit-learn=={packages['scikit-learn']}" in (REPO / kind / "requirements.txt").read_text()
+            )
+            assert "mlgate" in packages and sbom["bomFormat"] == "CycloneDX"
         # the alias moved last: after both images were built and smoke-run
         assert first.stdout.rindex("image smoke ok: batch") < first.stdout.rindex(
             "mlflow-run promote -P dry_run=false"

@@ -105,8 +105,8 @@ def test_checkouts_do_not_keep_the_token() -> None:
 _NEEDS = {
     "packages": lambda job: "ci-image-push" in job or "ci-retag-champion" in job,
     "pull-requests": lambda job: "sticky-comment.js" in job,
-    "id-token": lambda job: "actions/attest-build-provenance@" in job,
-    "attestations": lambda job: "actions/attest-build-provenance@" in job,
+    "id-token": lambda job: "actions/attest-" in job,
+    "attestations": lambda job: "actions/attest-" in job,
     "actions": lambda job: "'state': 'last-green'" in job,  # last-state.js looks up the last green run
 }
 

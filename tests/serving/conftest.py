@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess  # nosec B404 - the tests start our own CLI
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -50,3 +56,41 @@ def free_port() -> int:
 
 def model_dir(trained_model: dict[str, Any]) -> Path:
     return Path(trained_model["model_dir"])
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 90.0) -> float:
+    """Poll ``url``/ready until 200; return the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"server exited early with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
+                return time.monotonic() - start
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready after {timeout}s")
+
+
+@contextmanager
+def mlgate_serve(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """``mlgate serve ARGS`` on a free loopback port, ready; killed at the end if still running."""
+    port = free_port()
+    mlgate = Path(sys.executable).with_name("mlgate")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(  # nosec B603 - fixed argument list
+            [str(mlgate), "serve", *args, "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield {"proc": proc, "url": url, "port": port, "log": log_path, "ready_s": wait_ready(url, proc)}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

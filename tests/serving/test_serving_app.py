@@ -167,9 +167,10 @@ def test_unsupported_content_type_is_415(client: TestClient, content_type: str) 
 @pytest.mark.parametrize(
     "payload,field",
     [
-        ({"records": [{"bill_length_mm": 40.0}]}, "island"),
-        ({"records": [{"island": "Dream", "bill_length_mm": "40"}]}, "bill_length_mm"),
-        ({"records": [{"island": "Dream", "wings": 2}]}, "wings"),
+        ({"records": [{"bill_length_mm": 40.0}]}, "records.0.island"),
+        ({"records": [{"island": "Dream", "bill_length_mm": "40"}]}, "records.0.bill_length_mm"),
+        ({"records": [{"island": "Dream", "wings": 2}]}, "records.0.wings"),
+        ({"records": [{"island": "Dream", "body_mass_g": 1e39}]}, "records.0.body_mass_g"),
         ({"records": []}, "records"),
         ({"rows": []}, "records"),
     ],
@@ -179,11 +180,119 @@ def test_bad_predict_gets_422_naming_the_field(
 ) -> None:
     response = _post(client, payload, "/predict")
     assert response.status_code == 422
-    assert any(field in [str(p) for p in err["loc"]] for err in response.json()["detail"]), response.text
+    assert (
+        response.json()["error_code"] == "BAD_REQUEST" and field in response.json()["message"]
+    ), response.text
 
 
-def test_unparseable_predict_body_is_422(client: TestClient) -> None:
-    assert client.post("/predict", content=b"{nope", headers=JSON).status_code == 422
+@pytest.mark.parametrize("body", [b"{nope", b"", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000])
+def test_unparseable_predict_body_is_400(client: TestClient, body: bytes) -> None:
+    response = client.post("/predict", content=body, headers=JSON)
+    assert response.status_code == 400 and response.json()["error_code"] == "BAD_REQUEST", response.text
+
+
+@pytest.mark.parametrize("path", ["/invocations", "/predict"])
+@pytest.mark.parametrize("opening,closing", [(b"[", b"]"), (b'{"a":', b"}")])
+def test_json_nested_100000_deep_is_400(
+    client: TestClient, path: str, opening: bytes, closing: bytes
+) -> None:
+    deep = opening * 100_000 + b"1" + closing * 100_000
+    for body in (deep, b'{"dataframe_records": ' + deep + b"}", b'{"records": [{"island": ' + deep + b"}]}"):
+        response = client.post(path, content=body, headers=JSON)
+        assert response.status_code == 400, (path, response.status_code, response.text[:200])
+        assert set(response.json()) == {"error_code", "message"}
+
+
+def test_json_nested_just_under_the_parser_limit_is_400_not_500(served_model: ServedModel) -> None:
+    with TestClient(create_app(ServingSettings(), served_model), raise_server_exceptions=False) as c:
+        for depth in (100, 500, 900, 990, 1500):
+            value = "[" * depth + "]" * depth
+            body = '{"dataframe_records": [{"island": %s}]}' % value
+            assert c.post("/invocations", content=body, headers=JSON).status_code == 400, depth
+
+
+def test_numbers_beyond_float32_are_400(client: TestClient) -> None:
+    for value in ("1e39", "-1e300", "1e400", str(10**400)):
+        body = '{"dataframe_records": [{"island": "Dream", "body_mass_g": %s}]}' % value
+        response = client.post("/invocations", content=body, headers=JSON)
+        assert response.status_code == 400 and "'body_mass_g'" in response.json()["message"], value
+
+
+def test_every_error_has_the_protocols_one_shape(served_model: ServedModel) -> None:
+    with TestClient(create_app(ServingSettings(max_body_bytes=2000), served_model)) as c:
+        answers = [
+            c.get("/nope"),
+            c.delete("/predict"),
+            c.post("/invocations", content=b"x" * 3000, headers=JSON),
+            c.post("/invocations", content=b"{}", headers={"content-type": "text/plain"}),
+            c.post("/predict", content=b"{}", headers={"content-type": "text/plain"}),
+            c.post("/predict", content=b"{nope", headers=JSON),
+            c.post("/invocations", content=b"{nope", headers=JSON),
+            c.post("/predict", content=b'{"records": []}', headers=JSON),
+        ]
+    with TestClient(create_app(ServingSettings(timeout_seconds=1e-9), served_model)) as c:
+        answers.append(_post(c, {"dataframe_records": [{"island": "Dream"}]}))
+    assert [a.status_code for a in answers] == [404, 405, 413, 415, 415, 400, 400, 422, 503]
+    for answer in answers:
+        body = answer.json()
+        assert set(body) == {"error_code", "message"} and all(isinstance(v, str) for v in body.values())
+    assert answers[1].headers["allow"] == "POST"
+
+
+def test_an_unexpected_error_is_a_500_without_details(
+    served_model: ServedModel, test_rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(ServingSettings(), served_model)
+    with TestClient(app, raise_server_exceptions=False) as c:
+
+        def broken(_X: Any) -> list[Any]:
+            raise RuntimeError(f"secret detail in {served_model.info['signature']}")
+
+        monkeypatch.setattr(served_model, "predict", broken)
+        response = _post(c, {"dataframe_records": records(test_rows.head(2))})
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error_code"] == "INTERNAL_ERROR" and response.headers["x-request-id"] in body["message"]
+    assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_docs_can_be_turned_off(served_model: ServedModel) -> None:
+    with TestClient(create_app(ServingSettings(docs=False), served_model)) as c:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert c.get(path).status_code == 404
+        assert c.get("/ready").status_code == 200
+    with TestClient(create_app(ServingSettings(), served_model)) as c:
+        assert c.get("/docs").status_code == 200 and c.get("/openapi.json").status_code == 200
+
+
+def test_docs_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGATE_SERVE_DOCS", "false")
+    assert ServingSettings().docs is False
+
+
+def test_metadata_never_shows_server_paths(model_copy: Any) -> None:
+    (model_copy / "mlgate_bundle.json").unlink(missing_ok=True)
+    from mlgate.serving.model import load_served_model
+
+    with TestClient(create_app(ServingSettings(), load_served_model(model_copy))) as c:
+        meta = c.get("/metadata").text
+    assert meta and str(model_copy) not in meta and str(model_copy.parent) not in meta
+    assert json.loads(meta)["source"] is None
+
+
+def test_openapi_csv_schema_refuses_what_the_server_refuses(
+    client: TestClient, test_rows: pd.DataFrame
+) -> None:
+    import jsonschema
+
+    spec = client.get("/openapi.json").json()
+    schema = spec["paths"]["/invocations"]["post"]["requestBody"]["content"]["text/csv"]["schema"]
+    valid = test_rows.head(3).to_csv(index=False)
+    for body in ("", "\n", ",".join(test_rows.columns) + "\n", "island\nDream\n" + "x" * 3):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(body, schema)
+    jsonschema.validate(valid.replace(".0,", ","), schema)
+    assert client.post("/invocations", content=b"", headers={"content-type": "text/csv"}).status_code == 400
 
 
 def test_body_over_the_limit_is_413(served_model: ServedModel, test_rows: pd.DataFrame) -> None:

@@ -4,11 +4,8 @@ graceful shutdown that lets an in-flight request finish."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess  # nosec B404 - the test starts our own CLI
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,47 +15,20 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import free_port, records
+from tests.serving.conftest import mlgate_serve, records
 
 pytestmark = pytest.mark.slow
 # uvicorn re-raises SIGTERM once it has shut down cleanly, so the exit status is -15 (or 0 on older versions).
 CLEAN_EXIT = (0, -signal.SIGTERM)
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 90.0) -> float:
-    """Poll ``url``/ready until 200; return the seconds it took."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"server exited early with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
-                return time.monotonic() - start
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not ready after {timeout}s")
-
-
 @pytest.fixture
 def server(trained_model: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any]]:
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    mlgate = Path(sys.executable).with_name("mlgate")
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(  # nosec B603 - fixed argument list
-            [str(mlgate), "serve", "--model", str(trained_model["model_dir"]), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "MLGATE_SERVE_GRACEFUL_SHUTDOWN_SECONDS": "20"},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        yield {"proc": proc, "url": url, "port": port, "log": log_path, "ready_s": wait_ready(url, proc)}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    args = ["--model", str(trained_model["model_dir"])]
+    with mlgate_serve(
+        args, tmp_path / "server.log", {"MLGATE_SERVE_GRACEFUL_SHUTDOWN_SECONDS": "20"}
+    ) as running:
+        yield running
 
 
 def test_server_scores_and_logs_json(server: dict[str, Any], test_rows: pd.DataFrame) -> None:

@@ -42,7 +42,7 @@ def test_image_builds_runs_and_scores(
     trained_model: dict[str, Any], test_rows: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require(_engine_ready(), "no Docker-compatible engine (run ../shared/container-engine/setup)")
-    from mlgate.serving.bundle import model_bundle
+    from mlgate.bundle import model_bundle
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_model["tracking_uri"])
     mlflow.set_tracking_uri(trained_model["tracking_uri"])
@@ -89,6 +89,9 @@ def test_image_builds_runs_and_scores(
             "champion",
         )
         assert meta["image_revision"] == "test-revision"
+        assert "/opt/model" not in json.dumps(meta)
+        for path in ("/docs", "/openapi.json"):  # MLGATE_SERVE_DOCS=false in the image
+            assert httpx.get(f"{url}{path}").status_code == 404
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)  # nosec B603 B607
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120)  # nosec B603 B607

@@ -5,21 +5,23 @@ thread pool only adds contention (MLflow's server, which uses one, slows down un
 that waited longer than the timeout before their turn get 503; those whose prediction ran past it get 504.
 """
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ValidationError
 
+from mlgate.serving import schemas
+from mlgate.serving.errors import ErrorBody, error, install_handlers, json_response, validation_message
 from mlgate.serving.metrics import ServiceMetrics
 from mlgate.serving.model import InputError, ServedModel, load_served_model
-from mlgate.serving.protocol import UnsupportedMediaType, parse_request
+from mlgate.serving.protocol import CSV_TYPE, JSON_TYPE, UnsupportedMediaType, media_type, parse_request
 from mlgate.serving.settings import ServingSettings
 
 log = logging.getLogger("mlgate.serving")
@@ -27,21 +29,6 @@ access_log = logging.getLogger("mlgate.serving.access")
 
 REQUEST_ID_HEADER = "x-request-id"
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
-
-
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(payload, separators=(",", ":")).encode(),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    """MLflow's error body shape, so its clients read our errors too."""
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return _json(status, {"error_code": code, "message": message}, headers)
 
 
 class _BodyTooLarge(Exception):
@@ -89,10 +76,14 @@ class ServiceMiddleware:
             await self.app(scope, counted_receive, tagged_send)
         except _BodyTooLarge:
             if not sent["started"]:
-                too_large = _error(
-                    413, "REQUEST_TOO_LARGE", f"the body is over the limit of {self.limit} bytes"
-                )
+                too_large = error(413, f"the body is over the limit of {self.limit} bytes", scope["path"])
                 await too_large(scope, receive, tagged_send)
+        except Exception:  # noqa: BLE001 - logged with its traceback; the client gets no details
+            log.exception("unhandled error (request %s)", request_id)
+            if not sent["started"]:
+                await error(500, f"internal error (request id {request_id})", scope["path"])(
+                    scope, receive, tagged_send
+                )
         finally:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -110,40 +101,38 @@ class ServiceMiddleware:
             )
 
 
-def _row_model(model: ServedModel) -> type[BaseModel]:
-    fields: dict[str, Any] = {}
-    for col in model.columns:
-        kind = col.python_type if col.type in ("long", "integer", "boolean") else col.python_type | None
-        fields[col.name] = (kind, Field(...) if col.required else Field(default=None))
-    return create_model("PredictRow", __config__=ConfigDict(strict=True, extra="forbid"), **fields)
+ERRORS = {"model": ErrorBody}
 
 
-def _predict_models(model: ServedModel, settings: ServingSettings) -> tuple[type[BaseModel], type[BaseModel]]:
-    row = _row_model(model)
-    request = create_model(
-        "PredictRequest",
-        __config__=ConfigDict(extra="forbid"),
-        records=(list[row], Field(min_length=1, max_length=settings.max_rows, description="Rows to score.")),
-    )
+def _openapi(
+    app: FastAPI, model: ServedModel, settings: ServingSettings, request_model: type[BaseModel]
+) -> Callable[[], dict[str, Any]]:
+    """The app's OpenAPI document, with the signature-derived request schemas added to it."""
 
-    class Prediction(BaseModel):
-        label: str | int | float | bool = Field(description="The most probable class.")
-        probabilities: dict[str, float] = Field(description="Probability of each class.")
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            components.update(schemas.invocation_components(model.columns))
+            typed = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(typed.pop("$defs", {}), **{request_model.__name__: typed})
+            body = spec["paths"]["/invocations"]["post"]["requestBody"]["content"]
+            body[JSON_TYPE]["schema"] = schemas.invocations_json_schema(model.columns, settings.max_rows)
+            body[CSV_TYPE]["schema"] = {"type": "string", "pattern": schemas.csv_pattern(model.columns)}
+            app.openapi_schema = spec
+        return app.openapi_schema
 
-    class PredictResponse(BaseModel):
-        predictions: list[Prediction]
-        model_name: str | None
-        model_version: str | None
-
-    return request, PredictResponse
+    return build
 
 
 def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
     """The service around one loaded model; ``/ready`` turns 200 once start-up (with a warm-up) is done."""
     metrics = ServiceMetrics(model.info)
-    PredictRequest, PredictResponse = _predict_models(model, settings)
+    PredictRequest, PredictResponse = schemas.predict_models(model.columns, settings.max_rows)
     classes = [str(c) for c in model.classes]
-    example = {"records": model.input_example[:2]} if model.input_example else None
+    example = model.input_example[:2]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -157,14 +146,18 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         yield
         app.state.ready = False
 
+    docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
         title="mlgate inference",
         version=model.version,
         description=f"Model {model.info.get('name')} version {model.version}: MLflow protocol and typed API.",
         lifespan=lifespan,
+        **docs,
     )
+    app.openapi = _openapi(app, model, settings, PredictRequest)  # type: ignore[method-assign]
     app.state.ready = False
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
+    install_handlers(app)
 
     def _timed_out(request: Request, predicted: bool = False) -> Response | None:
         """503 when a request waited past the timeout before its turn, 504 when its prediction ran past it."""
@@ -172,20 +165,24 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         if waited <= settings.timeout_seconds:
             return None
         if predicted:
-            return _error(504, "TIMEOUT", "the prediction took longer than the timeout")
-        return _error(503, "TEMPORARILY_UNAVAILABLE", f"waited {waited:.3f}s for a turn, over the timeout")
+            return error(504, "the prediction took longer than the timeout")
+        return error(503, f"waited {waited:.3f}s for a turn, over the timeout")
 
     @app.get("/health", tags=["probes"])
     async def health() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["probes"], responses={503: {"description": "Not ready yet (or shutting down)."}})
+    @app.get(
+        "/ready",
+        tags=["probes"],
+        responses={503: {"description": "Not ready yet (or shutting down).", **ERRORS}},
+    )
     async def ready(request: Request) -> Response:
         """Readiness: the model is loaded and warmed up."""
         if not request.app.state.ready:
-            return _error(503, "NOT_READY", "the model is not loaded yet")
-        return _json(200, {"status": "ready", "model_version": model.version})
+            return error(503, "the model is not loaded yet", code="NOT_READY")
+        return json_response(200, {"status": "ready", "model_version": model.version})
 
     @app.get("/metadata", tags=["model"])
     async def metadata() -> dict[str, Any]:
@@ -208,18 +205,17 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {
-                        "schema": {"type": "object"},
-                        "example": {"dataframe_records": model.input_example[:2]},
-                    },
-                    "text/csv": {"schema": {"type": "string"}},
+                    JSON_TYPE: {"example": {"dataframe_records": example}},  # schemas: see _openapi
+                    CSV_TYPE: {},
                 },
             }
         },
         responses={
-            400: {"description": "Bad input"},
-            413: {"description": "Too large"},
-            415: {"description": "Bad type"},
+            400: {"description": "Bad input (names the column or field)", **ERRORS},
+            413: {"description": "Body or row count over the limit", **ERRORS},
+            415: {"description": "Not JSON or CSV", **ERRORS},
+            503: {"description": "Waited past the timeout for a turn", **ERRORS},
+            504: {"description": "Prediction ran past the timeout", **ERRORS},
         },
     )
     async def invocations(request: Request) -> Response:
@@ -230,38 +226,64 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         try:
             columns, n_rows = parse_request(body, request.headers.get("content-type"), model.columns)
             if n_rows > settings.max_rows:
-                return _error(
-                    413, "REQUEST_TOO_LARGE", f"{n_rows} rows is over the limit of {settings.max_rows}"
-                )
+                return error(413, f"{n_rows} rows is over the limit of {settings.max_rows}")
             X = model.frame(columns, n_rows)
             predictions = model.predict(X)
         except UnsupportedMediaType as exc:
-            return _error(415, "UNSUPPORTED_MEDIA_TYPE", str(exc))
+            return error(415, str(exc))
         except InputError as exc:
-            return _error(400, "BAD_REQUEST", str(exc))
+            return error(400, str(exc))
         except (ValueError, TypeError, KeyError) as exc:
-            return _error(400, "BAD_REQUEST", f"the model could not score this input: {exc}")
+            return error(400, f"the model could not score this input: {exc}")
         metrics.observe_predictions("/invocations", predictions)
         if (late := _timed_out(request, predicted=True)) is not None:
             return late
-        return _json(200, {"predictions": predictions})
+        return json_response(200, {"predictions": predictions})
 
-    async def predict(
-        request: Request,
-        payload: Annotated[
-            PredictRequest, Body(openapi_examples={"penguins": {"value": example}} if example else None)
-        ],
-    ) -> Any:
+    @app.post(
+        "/predict",
+        tags=["predict"],
+        response_model=PredictResponse,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON_TYPE: {
+                        "schema": {"$ref": "#/components/schemas/PredictRequest"},
+                        "examples": {"penguins": {"value": {"records": example}}},
+                    }
+                },
+            }
+        },
+        responses={
+            400: {"description": "The body is not JSON", **ERRORS},
+            415: {"description": "Not JSON", **ERRORS},
+            422: {"description": "The records do not match the signature (names each field)", **ERRORS},
+            503: {"description": "Waited past the timeout for a turn", **ERRORS},
+            504: {"description": "Prediction ran past the timeout", **ERRORS},
+        },
+    )
+    async def predict(request: Request) -> Any:
         """Typed scoring: named features in, the most probable class and every class probability out."""
+        body = await request.body()
         if (late := _timed_out(request)) is not None:
             return late
+        try:
+            media_type(request.headers.get("content-type"), (JSON_TYPE,))
+            payload = PredictRequest.model_validate_json(body)
+        except UnsupportedMediaType as exc:
+            return error(415, str(exc))
+        except ValidationError as exc:
+            errors = exc.errors(include_input=False)
+            status = 400 if any(e["type"] == "json_invalid" for e in errors) else 422
+            return error(status, validation_message(errors))
         records = [r.model_dump() for r in payload.records]
         try:
             labels, proba = model.predict_proba(model.frame(*_records_to_columns(records)))
         except InputError as exc:
-            return _error(422, "BAD_REQUEST", str(exc))
+            return error(422, str(exc))
         except (ValueError, TypeError, KeyError) as exc:
-            return _error(422, "BAD_REQUEST", f"the model could not score this input: {exc}")
+            return error(422, f"the model could not score this input: {exc}")
         metrics.observe_predictions("/predict", labels)
         if (late := _timed_out(request, predicted=True)) is not None:
             return late
@@ -274,12 +296,6 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
             model_version=model.version,
         )
 
-    app.post(
-        "/predict",
-        tags=["predict"],
-        response_model=PredictResponse,
-        responses={503: {"description": "Timed out waiting"}, 504: {"description": "Prediction timed out"}},
-    )(predict)
     return app
 
 

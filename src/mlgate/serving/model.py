@@ -23,12 +23,18 @@ from mlgate.modelio import (
     read_mlmodel,
     signature_columns,
 )
+from mlgate.serving.errors import show
 
 __all__ = ["Column", "InputError", "ModelLoadError", "ServedModel", "convert_column", "load_served_model"]
 
 # The dtype each numeric signature type converts to.
 NUMERIC_TYPES = {"double": np.float64, "float": np.float32}
 INTEGER_TYPES = {"long": np.int64, "integer": np.int32}
+# Numbers beyond float32 are refused: scikit-learn's trees compute in float32 and fail on them.
+NUMBER_LIMIT = float(np.finfo(np.float32).max)
+INTEGER_LIMITS = {name: (int(np.iinfo(t).min), int(np.iinfo(t).max)) for name, t in INTEGER_TYPES.items()}
+# Where a model came from, as /metadata may show it: registry and object-store URIs, never a server path.
+PUBLIC_SOURCE_SCHEMES = ("models:/", "runs:/", "s3://", "gs://")
 REPORTED_PACKAGES = (
     "mlgate",
     "scikit-learn",
@@ -59,21 +65,28 @@ def convert_column(col: Column, values: list[Any]) -> np.ndarray:
     if col.type in NUMERIC_TYPES:
         for i, v in enumerate(values):
             if v is not None and not _is_number(v):
-                raise InputError(f"column {col.name!r} expects a number ({col.type}); row {i} has {v!r}")
+                raise InputError(f"column {col.name!r} expects a number ({col.type}); row {i} has {show(v)}")
+            if v is not None and abs(v) > NUMBER_LIMIT:
+                raise InputError(f"column {col.name!r}: row {i} has {show(v)}, beyond +-{NUMBER_LIMIT:.4g}")
         return np.array([math.nan if v is None else v for v in values], dtype=NUMERIC_TYPES[col.type])
     if col.type in INTEGER_TYPES:
+        low, high = INTEGER_LIMITS[col.type]
         for i, v in enumerate(values):
             if not (type(v) is int or (type(v) is float and v.is_integer())):
-                raise InputError(f"column {col.name!r} expects an integer ({col.type}); row {i} has {v!r}")
+                raise InputError(
+                    f"column {col.name!r} expects an integer ({col.type}); row {i} has {show(v)}"
+                )
+            if not low <= v <= high:
+                raise InputError(f"column {col.name!r}: row {i} has {show(v)}, outside {col.type}")
         return np.array(values, dtype=INTEGER_TYPES[col.type])
     if col.type == "boolean":
         for i, v in enumerate(values):
             if type(v) is not bool:
-                raise InputError(f"column {col.name!r} expects true or false; row {i} has {v!r}")
+                raise InputError(f"column {col.name!r} expects true or false; row {i} has {show(v)}")
         return np.array(values, dtype=bool)
     for i, v in enumerate(values):
         if v is not None and type(v) is not str:
-            raise InputError(f"column {col.name!r} expects a string; row {i} has {v!r}")
+            raise InputError(f"column {col.name!r} expects a string; row {i} has {show(v)}")
     return np.array(values, dtype=object)
 
 
@@ -125,6 +138,11 @@ class ServedModel:
         return labels, proba
 
 
+def public_source(source: str | None) -> str | None:
+    """The model's source URI if it is a registry or object-store URI; None for a local path."""
+    return source if source and source.startswith(PUBLIC_SOURCE_SCHEMES) else None
+
+
 def _package_versions() -> dict[str, str]:
     versions = {}
     for name in REPORTED_PACKAGES:
@@ -170,7 +188,7 @@ def load_served_model(folder: str | Path, overrides: dict[str, str | None] | Non
         "name": overrides.get("name") or recorded["name"],
         "version": overrides.get("version") or recorded["version"],
         "alias": overrides.get("alias") or recorded["alias"],
-        "source": recorded["source"] or str(folder),
+        "source": public_source(recorded["source"]),
         "run_id": mlmodel.get("run_id"),
         "model_id": mlmodel.get("model_id"),
         "git_commit": mlgate_meta.get("git_commit"),

@@ -9,9 +9,11 @@ import io
 import json
 from typing import Any
 
+from mlgate.serving.errors import show
 from mlgate.serving.model import Column, InputError
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+PARAMS_KEY = "params"
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
 
@@ -54,7 +56,7 @@ def _from_columnar(data: dict[str, Any], where: str) -> tuple[Columns, int]:
     lengths = set()
     for name, values in data.items():
         if not isinstance(values, list):
-            raise InputError(f"{where}.{name} must be a list of values (one per row)")
+            raise InputError(f"{where}.{name[:60]} must be a list of values (one per row)")
         lengths.add(len(values))
     if len(lengths) > 1:
         raise InputError(
@@ -73,11 +75,17 @@ def parse_json(body: bytes) -> tuple[Columns, int]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError("the body is not valid JSON: nested too deeply") from None
     if not isinstance(payload, dict):
         raise InputError(f"the body must be a JSON object with one of the keys {list(FORMATS)}")
     keys = [k for k in FORMATS if k in payload]
     if len(keys) != 1:
-        raise InputError(f"the body must have exactly one of the keys {list(FORMATS)}, got {sorted(payload)}")
+        raise InputError(
+            f"the body must have exactly one of the keys {list(FORMATS)}, got {show(sorted(payload))}"
+        )
+    if not isinstance(payload.get(PARAMS_KEY, {}), dict):
+        raise InputError(f"{PARAMS_KEY} must be an object of parameter name to value")
     key = keys[0]
     data = payload[key]
     if key == "dataframe_split":
@@ -101,7 +109,7 @@ def _csv_value(col: Column | None, text: str, row: int) -> Any:
             return text.lower() == "true"
         return col.python_type(text)
     except ValueError:
-        raise InputError(f"column {col.name!r} expects {col.type}; CSV row {row} has {text!r}") from None
+        raise InputError(f"column {col.name!r} expects {col.type}; CSV row {row} has {show(text)}") from None
 
 
 def parse_csv(body: bytes, columns: list[Column]) -> tuple[Columns, int]:
@@ -131,23 +139,34 @@ def parse_csv(body: bytes, columns: list[Column]) -> tuple[Columns, int]:
     }, len(data)
 
 
-def parse_request(body: bytes, content_type: str | None, columns: list[Column]) -> tuple[Columns, int]:
-    """Dispatch on the content type (charset utf-8 only, like MLflow).
+def media_type(content_type: str | None, accepted: tuple[str, ...] = (JSON_TYPE, CSV_TYPE)) -> str:
+    """The media type of a request, if it is one of ``accepted`` (charset utf-8 only, like MLflow).
 
     Raises:
-        UnsupportedMediaType: not JSON or CSV, or another charset.
-        InputError: the body does not parse.
+        UnsupportedMediaType: another media type, or another charset.
     """
     mime, *params = [p.strip() for p in (content_type or "").split(";")]
     for param in params:
         key, _, value = param.partition("=")
         if key.strip().lower() != "charset" or value.strip().strip('"').lower() != "utf-8":
-            raise UnsupportedMediaType(f"unsupported content type parameter {param!r}: only charset=utf-8")
+            raise UnsupportedMediaType(
+                f"unsupported content type parameter {show(param)}: only charset=utf-8"
+            )
     mime = mime.lower()
-    if mime == JSON_TYPE:
+    if mime not in accepted:
+        raise UnsupportedMediaType(
+            f"content type {show(content_type)} is not supported: use {' or '.join(accepted)}"
+        )
+    return mime
+
+
+def parse_request(body: bytes, content_type: str | None, columns: list[Column]) -> tuple[Columns, int]:
+    """Dispatch on the content type: JSON or CSV.
+
+    Raises:
+        UnsupportedMediaType: not JSON or CSV, or another charset.
+        InputError: the body does not parse.
+    """
+    if media_type(content_type) == JSON_TYPE:
         return parse_json(body)
-    if mime == CSV_TYPE:
-        return parse_csv(body, columns)
-    raise UnsupportedMediaType(
-        f"content type {content_type!r} is not supported: use {JSON_TYPE} or {CSV_TYPE}"
-    )
+    return parse_csv(body, columns)

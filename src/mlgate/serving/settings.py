@@ -27,6 +27,7 @@ class ServingSettings(BaseSettings):
     timeout_seconds: float = Field(default=10.0, gt=0, description="Requests slower than this get 503/504.")
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0, description="Wait for in-flight requests.")
     log_level: str = "info"
+    docs: bool = Field(default=True, description="Serve /docs and /openapi.json (the image turns them off).")
     model_name: str | None = Field(default=None, description="Reported name when the folder does not say it.")
     model_version: str | None = None
     model_alias: str | None = None

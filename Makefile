@@ -222,32 +222,37 @@ ci-rollback: install ## Move champion to $$VERSION (a number: ci-rollback-plan's
 	@$(CI_NEED_VERSION)
 	$(MLGATE) --config $(CONFIG) rollback --version "$$VERSION" --reason "$${REASON:-manual rollback}"
 
-# Zero-infrastructure mode in pipeline.yml / rollback.yml: PostgreSQL is the job's service container
-# (CI_PG_CONTAINER, CI_SERVICES_NETWORK: a step's env gives them from the `job` context); the MLflow server
-# (stack/Dockerfile) joins its network and keeps artifacts in $(CI_STATE)/artifacts. The state carried from run to
-# run is that folder and a pg_dump.
+# Zero-infrastructure mode in pipeline.yml, rollback.yml and ci.yml's smoke job: PostgreSQL is the job's service
+# container (CI_PG_CONTAINER, CI_SERVICES_NETWORK: a step's env gives them from the `job` context); the MLflow
+# server (stack/Dockerfile) joins its network and keeps artifacts in its container. The state carried from run to
+# run is a pg_dump and those artifacts, moved with `docker exec` and `docker cp` only (no path is shared with the
+# engine's host, so this works the same on GitHub's VM, under act and with a remote engine).
 CI_STATE ?= .stack/ci-state
 CI_MLFLOW_PORT ?= 5000
 CI_SERVER ?= mlgate-ci-mlflow
 CI_SERVER_IMAGE ?= mlgate-mlflow-server:ci
+CI_SERVER_ARTIFACTS = /home/mlflow/artifacts
 CI_PG_URI = postgresql+psycopg2://mlflow:mlflow@postgres:5432/mlflow
 
-ci-stack-up: ## CI only: restore $(CI_STATE) into the service PostgreSQL, start the MLflow server on its network
+ci-stack-up: ## CI only: restore $(CI_STATE) into the service PostgreSQL and a new MLflow server on its network
 	test -n "$$CI_PG_CONTAINER" && test -n "$$CI_SERVICES_NETWORK"
-	mkdir -p $(CI_STATE)/artifacts && chmod 0777 $(CI_STATE)/artifacts
+	docker build --quiet -f stack/Dockerfile -t $(CI_SERVER_IMAGE) stack
+	docker create --name $(CI_SERVER) --network "$$CI_SERVICES_NETWORK" -p 127.0.0.1:$(CI_MLFLOW_PORT):5000 \
+		-e MLFLOW_BACKEND_STORE_URI=$(CI_PG_URI) -e MLFLOW_ARTIFACTS_DESTINATION=$(CI_SERVER_ARTIFACTS) \
+		$(CI_SERVER_IMAGE)
 	if [ -f $(CI_STATE)/mlflow.pgdump ]; then \
 		docker exec -i "$$CI_PG_CONTAINER" pg_restore -U mlflow -d mlflow --clean --if-exists --no-owner \
 			< $(CI_STATE)/mlflow.pgdump; fi
-	docker build --quiet -f stack/Dockerfile -t $(CI_SERVER_IMAGE) stack
-	docker run -d --name $(CI_SERVER) --network "$$CI_SERVICES_NETWORK" -p 127.0.0.1:$(CI_MLFLOW_PORT):5000 \
-		-e MLFLOW_BACKEND_STORE_URI=$(CI_PG_URI) -e MLFLOW_ARTIFACTS_DESTINATION=/data/artifacts \
-		-v "$(abspath $(CI_STATE))/artifacts:/data/artifacts" $(CI_SERVER_IMAGE)
+	if [ -d $(CI_STATE)/artifacts ]; then docker cp $(CI_STATE)/artifacts/. $(CI_SERVER):$(CI_SERVER_ARTIFACTS); fi
+	docker start $(CI_SERVER)
+	docker exec --user 0 $(CI_SERVER) sh -c "mkdir -p $(CI_SERVER_ARTIFACTS) && chown -R 10001:10001 $(CI_SERVER_ARTIFACTS)"  # docker cp copies as root
 	for i in $$(seq 1 90); do curl -fsS http://127.0.0.1:$(CI_MLFLOW_PORT)/health >/dev/null 2>&1 && break; sleep 2; done
 	curl -fsS http://127.0.0.1:$(CI_MLFLOW_PORT)/health
 
-ci-state-save: ## CI only: dump the service PostgreSQL into $(CI_STATE) (uploaded with the artifacts as mlflow-state)
-	docker exec "$$CI_PG_CONTAINER" pg_dump -U mlflow -d mlflow --format=custom > $(CI_STATE)/mlflow.pgdump.tmp
-	mv $(CI_STATE)/mlflow.pgdump.tmp $(CI_STATE)/mlflow.pgdump
+ci-state-save: ## CI only: dump the service PostgreSQL and the server's artifacts into $(CI_STATE) (for mlflow-state)
+	rm -rf $(CI_STATE) && mkdir -p $(CI_STATE)
+	docker exec "$$CI_PG_CONTAINER" pg_dump -U mlflow -d mlflow --format=custom > $(CI_STATE)/mlflow.pgdump
+	docker cp $(CI_SERVER):$(CI_SERVER_ARTIFACTS) $(CI_STATE)/artifacts
 	ls -la $(CI_STATE)
 
 ci-stack-down: ## CI only: stop and remove the MLflow server ci-stack-up started

@@ -55,7 +55,7 @@ mlflow-run: install-runtime ## The same chain through MLflow Projects (`mlflow r
 	$(MLGATE) --config $(CONFIG) mlflow-run main
 
 # --- serving targets (issue 8) ---
-.PHONY: serve model-bundle image-serving bench-serving
+.PHONY: serve model-bundle image-serving bench-serving k8s-render k8s-set-images
 SERVE_MODEL ?=
 SERVE_PORT ?= 8080
 SERVING_IMAGE ?= mlgate-serving:latest
@@ -72,6 +72,18 @@ image-serving: ## Build the REST image (serving/Dockerfile) with serving/model/ 
 
 bench-serving: install ## Serving benchmark vs mlflow models serve (BENCH_ARGS=... ; see bench/serving)
 	$(BIN)/python bench/serving/run.py $(BENCH_ARGS)
+
+# Kubernetes (deploy/k8s): render a kustomize folder, or pin its images by the digests the release pushed.
+K8S_DIR ?= deploy/k8s/overlays/production
+SERVING_REF ?=
+BATCH_REF ?=
+
+k8s-render: install ## Render K8S_DIR (deploy/k8s/overlays/staging|production, deploy/k8s/kserve) with kubectl kustomize
+	$(BIN)/kubectl kustomize $(K8S_DIR)
+
+k8s-set-images: ## Pin K8S_DIR's images: SERVING_REF=<image>@sha256:<hex> and/or BATCH_REF=<image>@sha256:<hex>
+	$(PYTHON) deploy/k8s/set-images.py $(K8S_DIR) $(if $(SERVING_REF),mlgate-serving=$(SERVING_REF)) \
+		$(if $(BATCH_REF),mlgate-batch=$(BATCH_REF))
 
 # --- batch targets (issue 9) ---
 .PHONY: score model-bundle-batch image-batch bench-batch

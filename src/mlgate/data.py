@@ -9,9 +9,8 @@ import pandera.pandas as pa
 from sklearn.model_selection import train_test_split
 
 from mlgate.config import DataConfig, SplitConfig
-
-REASON_COLUMN = "_quarantine_reason"
-ROW_COLUMN = "_source_row"
+from mlgate.quarantine import REASON as REASON_COLUMN
+from mlgate.quarantine import SOURCE_ROW as ROW_COLUMN
 
 
 class SchemaMismatchError(ValueError):

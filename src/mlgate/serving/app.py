@@ -19,10 +19,11 @@ from pydantic import BaseModel, ValidationError
 
 from mlgate.serving import schemas
 from mlgate.serving.errors import ErrorBody, error, install_handlers, json_response, validation_message
-from mlgate.serving.metrics import ServiceMetrics
 from mlgate.serving.model import InputError, ServedModel, load_served_model
 from mlgate.serving.protocol import CSV_TYPE, JSON_TYPE, UnsupportedMediaType, media_type, parse_request
+from mlgate.serving.service import VERSION_HEADER, Service
 from mlgate.serving.settings import ServingSettings
+from mlgate.serving.v2 import add_v2_routes
 
 log = logging.getLogger("mlgate.serving")
 access_log = logging.getLogger("mlgate.serving.access")
@@ -38,8 +39,8 @@ class _BodyTooLarge(Exception):
 class ServiceMiddleware:
     """Request id, body size limit (413), metrics and one JSON access-log line per request (pure ASGI)."""
 
-    def __init__(self, app: ASGIApp, settings: ServingSettings, metrics: ServiceMetrics) -> None:
-        self.app, self.limit, self.metrics = app, settings.max_body_bytes, metrics
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app, self.service, self.limit = app, service, service.settings.max_body_bytes
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -63,7 +64,12 @@ class ServiceMiddleware:
         async def tagged_send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 sent.update(status=message["status"], started=True)
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                version = scope["state"].setdefault("model_version", self.service.model.version)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                    (VERSION_HEADER.encode(), version.encode()),
+                ]
             await send(message)
 
         try:
@@ -87,7 +93,8 @@ class ServiceMiddleware:
         finally:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.observe_request(route, scope["method"], sent["status"], seconds)
+            version = scope["state"].get("model_version") or self.service.model.version
+            self.service.metrics.observe_request(route, scope["method"], sent["status"], seconds, version)
             access_log.info(
                 "request",
                 extra={
@@ -96,6 +103,7 @@ class ServiceMiddleware:
                     "path": scope["path"],
                     "status": sent["status"],
                     "duration_ms": round(seconds * 1000, 3),
+                    "model_version": scope["state"].get("model_version"),
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )
@@ -128,45 +136,32 @@ def _openapi(
 
 
 def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
-    """The service around one loaded model; ``/ready`` turns 200 once start-up (with a warm-up) is done."""
-    metrics = ServiceMetrics(model.info)
+    """The service around a loaded model; ``/ready`` turns 200 once start-up (with a warm-up) is done."""
+    service = Service(settings, model)
     PredictRequest, PredictResponse = schemas.predict_models(model.columns, settings.max_rows)
-    classes = [str(c) for c in model.classes]
     example = model.input_example[:2]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if model.input_example:
-            try:
-                model.predict(model.frame(*_records_to_columns(model.input_example)))
-            except Exception as exc:  # noqa: BLE001 - a failed warm-up is worth a warning, not a refusal
-                log.warning("warm-up prediction failed: %s", exc)
-        app.state.ready = True
+        warm_up(service.model)
+        service.ready = True
         log.info("model %s version %s ready", model.info.get("name"), model.version)
         yield
-        app.state.ready = False
+        service.ready = False
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
         title="mlgate inference",
         version=model.version,
-        description=f"Model {model.info.get('name')} version {model.version}: MLflow protocol and typed API.",
+        description=f"Model {model.info.get('name')}: MLflow's scoring protocol and a typed API. The Open "
+        "Inference Protocol (V2) under /v2 is not in this document: the protocol publishes its own.",
         lifespan=lifespan,
         **docs,
     )
     app.openapi = _openapi(app, model, settings, PredictRequest)  # type: ignore[method-assign]
-    app.state.ready = False
-    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
+    app.state.service = service
+    app.add_middleware(ServiceMiddleware, service=service)
     install_handlers(app)
-
-    def _timed_out(request: Request, predicted: bool = False) -> Response | None:
-        """503 when a request waited past the timeout before its turn, 504 when its prediction ran past it."""
-        waited = time.perf_counter() - request.scope["state"]["start"]
-        if waited <= settings.timeout_seconds:
-            return None
-        if predicted:
-            return error(504, "the prediction took longer than the timeout")
-        return error(503, f"waited {waited:.3f}s for a turn, over the timeout")
 
     @app.get("/health", tags=["probes"])
     async def health() -> dict[str, str]:
@@ -178,25 +173,25 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         tags=["probes"],
         responses={503: {"description": "Not ready yet (or shutting down).", **ERRORS}},
     )
-    async def ready(request: Request) -> Response:
+    async def ready() -> Response:
         """Readiness: the model is loaded and warmed up."""
-        if not request.app.state.ready:
+        if not service.ready:
             return error(503, "the model is not loaded yet", code="NOT_READY")
-        return json_response(200, {"status": "ready", "model_version": model.version})
+        return json_response(200, {"status": "ready", "model_version": service.model.version})
 
     @app.get("/metadata", tags=["model"])
     async def metadata() -> dict[str, Any]:
         """The served model: name, version, alias, run id, git commit, signature, package versions."""
-        return model.info
+        return service.model.info
 
     @app.get("/version", tags=["model"])
     async def version() -> dict[str, Any]:
         """Short form of /metadata."""
-        return {k: model.info.get(k) for k in ("name", "version", "alias", "run_id", "git_commit")}
+        return {k: service.model.info.get(k) for k in ("name", "version", "alias", "run_id", "git_commit")}
 
     @app.get("/metrics", tags=["probes"], include_in_schema=False)
     async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=metrics.content_type)
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     @app.post(
         "/invocations",
@@ -220,23 +215,25 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
     )
     async def invocations(request: Request) -> Response:
         """MLflow's scoring protocol: dataframe_split, dataframe_records, instances, inputs, or text/csv."""
+        served = service.model
+        service.served_by(request, served)
         body = await request.body()
-        if (late := _timed_out(request)) is not None:
+        if (late := service.timed_out(request)) is not None:
             return late
         try:
-            columns, n_rows = parse_request(body, request.headers.get("content-type"), model.columns)
+            columns, n_rows = parse_request(body, request.headers.get("content-type"), served.columns)
             if n_rows > settings.max_rows:
                 return error(413, f"{n_rows} rows is over the limit of {settings.max_rows}")
-            X = model.frame(columns, n_rows)
-            predictions = model.predict(X)
+            X = served.frame(columns, n_rows)
+            predictions = served.predict(X)
         except UnsupportedMediaType as exc:
             return error(415, str(exc))
         except InputError as exc:
             return error(400, str(exc))
         except (ValueError, TypeError, KeyError) as exc:
             return error(400, f"the model could not score this input: {exc}")
-        metrics.observe_predictions("/invocations", predictions)
-        if (late := _timed_out(request, predicted=True)) is not None:
+        service.metrics.observe_predictions("/invocations", predictions, served.version)
+        if (late := service.timed_out(request, predicted=True)) is not None:
             return late
         return json_response(200, {"predictions": predictions})
 
@@ -265,8 +262,10 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
     )
     async def predict(request: Request) -> Any:
         """Typed scoring: named features in, the most probable class and every class probability out."""
+        served = service.model
+        service.served_by(request, served)
         body = await request.body()
-        if (late := _timed_out(request)) is not None:
+        if (late := service.timed_out(request)) is not None:
             return late
         try:
             media_type(request.headers.get("content-type"), (JSON_TYPE,))
@@ -279,27 +278,39 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
             return error(status, validation_message(errors))
         records = [r.model_dump() for r in payload.records]
         try:
-            labels, proba = model.predict_proba(model.frame(*_records_to_columns(records)))
+            labels, proba = served.predict_proba(served.frame(*records_to_columns(records)))
         except InputError as exc:
             return error(422, str(exc))
         except (ValueError, TypeError, KeyError) as exc:
             return error(422, f"the model could not score this input: {exc}")
-        metrics.observe_predictions("/predict", labels)
-        if (late := _timed_out(request, predicted=True)) is not None:
+        service.metrics.observe_predictions("/predict", labels, served.version)
+        if (late := service.timed_out(request, predicted=True)) is not None:
             return late
-        rows = proba.tolist()
+        classes = [str(c) for c in served.classes]
         return PredictResponse(
             predictions=[
-                {"label": label, "probabilities": dict(zip(classes, p))} for label, p in zip(labels, rows)
+                {"label": label, "probabilities": dict(zip(classes, p))}
+                for label, p in zip(labels, proba.tolist())
             ],
-            model_name=model.info.get("name"),
-            model_version=model.version,
+            model_name=served.info.get("name"),
+            model_version=served.version,
         )
 
+    add_v2_routes(app, service)
     return app
 
 
-def _records_to_columns(records: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], int]:
+def warm_up(model: ServedModel) -> None:
+    """One prediction on the logged input example, so the first request does not pay for lazy set-up."""
+    if not model.input_example:
+        return
+    try:
+        model.predict_proba(model.frame(*records_to_columns(model.input_example)))
+    except Exception as exc:  # noqa: BLE001 - a failed warm-up is worth a warning, not a refusal
+        log.warning("warm-up prediction failed: %s", exc)
+
+
+def records_to_columns(records: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], int]:
     names = {k for r in records for k in r}
     return {n: [r.get(n) for r in records] for n in names}, len(records)
 

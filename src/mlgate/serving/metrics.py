@@ -27,7 +27,6 @@ class ServiceMetrics:
 
     def __init__(self, model_info: dict[str, Any]) -> None:
         self.registry = CollectorRegistry()
-        self.version = str(model_info.get("version") or "unknown")
         labels = ("route", "method", "status", "model_version")
         self.requests = Counter(
             "mlgate_http_requests", "HTTP requests served.", labels, registry=self.registry
@@ -48,26 +47,33 @@ class ServiceMetrics:
         self.rows = Counter(
             "mlgate_scored_rows", "Rows scored.", ("route", "model_version"), registry=self.registry
         )
-        info = Gauge(
+        self.info = Gauge(
             "mlgate_model_info",
             "The served model (value 1).",
             ("name", "version", "alias", "run_id"),
             registry=self.registry,
             multiprocess_mode="max",
         )
-        info.labels(*(str(model_info.get(k) or "") for k in ("name", "version", "alias", "run_id"))).set(1)
+        self.set_model(model_info)
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one finished request and its latency."""
-        labels = (route, method, str(status), self.version)
+    def set_model(self, model_info: dict[str, Any]) -> None:
+        """Report ``model_info`` as the served model (the only one)."""
+        self.info.clear()
+        self.info.labels(*(str(model_info.get(k) or "") for k in ("name", "version", "alias", "run_id"))).set(
+            1
+        )
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float, version: str) -> None:
+        """Count one finished request and its latency, by the model version that answered it."""
+        labels = (route, method, str(status), version)
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
 
-    def observe_predictions(self, route: str, labels: list[Any]) -> None:
+    def observe_predictions(self, route: str, labels: list[Any], version: str) -> None:
         """Count the predicted classes of one request."""
-        self.rows.labels(route, self.version).inc(len(labels))
+        self.rows.labels(route, version).inc(len(labels))
         for cls, n in Tally(map(str, labels)).items():
-            self.predictions.labels(cls, self.version).inc(n)
+            self.predictions.labels(cls, version).inc(n)
 
     def render(self) -> bytes:
         """The text exposition of every metric (all workers' when running multi-process)."""

@@ -1,0 +1,44 @@
+"""The state every route shares: the settings, the metrics, readiness, and the model being served.
+
+A request reads ``service.model`` once, at its start, and uses that object to the end: replacing the
+attribute (one reference assignment on the event loop) is the atomic swap, so a request in flight finishes on
+the model it started with and no request ever sees a model that is not fully loaded and warmed up.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from mlgate.serving.errors import error
+from mlgate.serving.metrics import ServiceMetrics
+from mlgate.serving.model import ServedModel
+from mlgate.serving.settings import ServingSettings
+
+VERSION_HEADER = "x-model-version"
+
+
+class Service:
+    """One app's shared state."""
+
+    def __init__(self, settings: ServingSettings, model: ServedModel) -> None:
+        self.settings = settings
+        self.model = model
+        self.metrics = ServiceMetrics(model.info)
+        self.ready = False
+
+    def timed_out(self, request: Request, predicted: bool = False) -> Response | None:
+        """503 when a request waited past the timeout before its turn, 504 when its prediction ran past it."""
+        waited = time.perf_counter() - request.scope["state"]["start"]
+        if waited <= self.settings.timeout_seconds:
+            return None
+        if predicted:
+            return error(504, "the prediction took longer than the timeout", request.url.path)
+        return error(503, f"waited {waited:.3f}s for a turn, over the timeout", request.url.path)
+
+    @staticmethod
+    def served_by(request: Request, model: ServedModel) -> None:
+        """Record which version answers this request (the middleware sends it as X-Model-Version)."""
+        request.scope["state"]["model_version"] = model.version

@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from mlgate.client import apply_client_defaults
-from mlgate.config import DEFAULT_CONFIG_PATH, load_config
-from mlgate.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_REJECTED, describe_error
+from mlgate.batch.options import DEFAULT_CHUNK_ROWS, DEFAULT_SPARK_MASTER, ENGINES
+from mlgate.config import DEFAULT_CONFIG_PATH, DriftConfig, load_config
+from mlgate.errors import EXIT_DRIFT, EXIT_EMPTY, EXIT_ERROR, EXIT_REJECTED, describe_error
 
 log = logging.getLogger("mlgate")
 
@@ -304,7 +305,7 @@ def serve_cmd(
 @step_command
 def model_bundle_cmd(ctx: click.Context, model: str | None, dest: str) -> None:
     """Download a registered model into a folder for the serving image to bake in."""
-    from mlgate.serving.bundle import model_bundle
+    from mlgate.bundle import model_bundle
 
     click.echo(json.dumps(model_bundle(model or _champion_uri(ctx), dest), sort_keys=True))
 
@@ -325,23 +326,36 @@ def model_bundle_cmd(ctx: click.Context, model: str | None, dest: str) -> None:
     "--input", "input_path", required=True, help="CSV/Parquet file, folder or glob; local or s3://."
 )
 @click.option(
-    "--output", "output_path", required=True, help="Scores file, .parquet or .csv (reports go next to it)."
+    "--output",
+    "output_path",
+    required=True,
+    help="Scores, .parquet or .csv, local or s3:// (reports beside it).",
 )
 @click.option(
     "--key", "keys", multiple=True, help="Input column copied to the output to join back (repeatable)."
 )
-@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True)
+@click.option("--engine", type=click.Choice(ENGINES), default=ENGINES[0], show_default=True)
 @click.option(
-    "--spark-master", default="local[*]", show_default=True, help="Spark master URL for --engine spark."
+    "--spark-master",
+    default=DEFAULT_SPARK_MASTER,
+    show_default=True,
+    help="Spark master URL for --engine spark.",
 )
 @click.option(
     "--fail-on-drift", is_flag=True, help=f"Exit {EXIT_DRIFT} when any feature drifts past the threshold."
 )
 @click.option(
-    "--drift-threshold", type=float, default=0.2, show_default=True, help="PSI above which a feature drifts."
+    "--drift-threshold",
+    type=float,
+    default=None,
+    help="PSI above which a feature drifts [default: drift.psi_threshold of the config].",
 )
 @click.option(
-    "--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True, help="Rows per chunk."
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CHUNK_ROWS,
+    show_default=True,
+    help="Rows per chunk.",
 )
 @click.option(
     "--workers",
@@ -349,19 +363,55 @@ def model_bundle_cmd(ctx: click.Context, model: str | None, dest: str) -> None:
     default=None,
     help="Prediction processes (default: one per core).",
 )
+@click.option("--allow-empty", is_flag=True, help=f"Exit 0, not {EXIT_EMPTY}, when no row was scored.")
 @click.pass_context
 @step_command
-def score_cmd(ctx: click.Context, model_uri: str | None, fail_on_drift: bool, **options: Any) -> None:
-    """Score a file, folder or glob in chunks; quarantine bad rows; write a run summary and a drift report."""
-    from mlgate.score import score
+def score_cmd(
+    ctx: click.Context,
+    model_uri: str | None,
+    input_path: str,
+    output_path: str,
+    drift_threshold: float | None,
+    fail_on_drift: bool,
+    allow_empty: bool,
+    **options: Any,
+) -> None:
+    """Score a file, folder or glob in chunks; quarantine bad rows; write a run summary and a drift report.
 
-    if model_uri is None:
+    Without a config file (the batch image has none) --model is needed and the threshold is the config's
+    default."""
+    from mlgate.batch import ScoreOptions, score
+
+    cfg = None
+    config_given = ctx.find_root().get_parameter_source("config_path") != click.core.ParameterSource.DEFAULT
+    if config_given or os.path.isfile(ctx.obj["config_path"]):
         cfg = _config(ctx)
+    elif model_uri is None:
+        raise click.UsageError(f"no config file {ctx.obj['config_path']}: pass --model")
+    if model_uri is None:
         model_uri = f"models:/{cfg.model_name}@{cfg.promotion.aliases.champion}"
-    summary = score(model_uri, keys=list(options.pop("keys")), **options)
-    if fail_on_drift and summary["drifted_features"]:
+    if drift_threshold is None:
+        drift_threshold = (cfg.drift if cfg else DriftConfig()).psi_threshold
+    summary = score(
+        ScoreOptions(
+            model_uri=model_uri,
+            input=input_path,
+            output=output_path,
+            keys=tuple(options.pop("keys")),
+            psi_threshold=drift_threshold,
+            **options,
+        )
+    )
+    if summary.rows_scored == 0 and not allow_empty:
         click.echo(
-            f"mlgate score: drift past the threshold in {', '.join(summary['drifted_features'])}", err=True
+            f"mlgate score: no row scored ({summary.rows_in} rows in, {summary.rows_quarantined} "
+            f"quarantined, {summary.files_unreadable} unreadable file(s)): see {summary.outputs.quarantine}",
+            err=True,
+        )
+        sys.exit(EXIT_EMPTY)
+    if fail_on_drift and summary.drifted_features:
+        click.echo(
+            f"mlgate score: drift past the threshold in {', '.join(summary.drifted_features)}", err=True
         )
         sys.exit(EXIT_DRIFT)
 

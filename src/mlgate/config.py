@@ -116,8 +116,14 @@ class PromotionConfig(_Strict):
     lock_timeout_seconds: float = Field(default=120.0, gt=0.0)
 
 
+class DriftConfig(_Strict):
+    """When batch scoring reports an input feature as drifted from the training reference."""
+
+    psi_threshold: float = Field(default=0.2, gt=0.0)
+
+
 class PipelineConfig(_Strict):
-    """The whole pipeline: experiment, model name, data, estimator, split and promotion gate."""
+    """The whole pipeline: experiment, model name, data, estimator, split, promotion gate and drift check."""
 
     experiment: str
     model_name: str
@@ -125,6 +131,7 @@ class PipelineConfig(_Strict):
     estimator: EstimatorConfig
     split: SplitConfig = SplitConfig()
     promotion: PromotionConfig
+    drift: DriftConfig = DriftConfig()
     outputs_dir: str = "outputs"
 
     def digest(self) -> str:

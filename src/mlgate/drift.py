@@ -9,10 +9,44 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, Field
 
-DEFAULT_PSI_THRESHOLD = 0.2
 # A share of zero has no logarithm; PSI implementations floor shares at a small value.
 SHARE_FLOOR = 1e-4
+
+
+class FeatureDrift(BaseModel):
+    """One feature's shares now and at training time; numeric features by reference bin, categoricals by
+    category (with the shift of each share and the categories training never saw)."""
+
+    type: str | None
+    null_fraction: float
+    reference_null_fraction: float | None
+    psi: float | None
+    drifted: bool
+    bin_edges: list[float] | None = None
+    reference_shares: list[float] | dict[str, float] | None = None
+    shares: list[float] | dict[str, float] | None = None
+    share_shift: dict[str, float] | None = None
+    unseen_categories: list[str] | None = None
+
+
+class DriftReport(BaseModel):
+    """Per-feature drift of ``rows`` scored rows; ``drifted``: the features with PSI above the threshold."""
+
+    rows: int
+    psi_threshold: float
+    drifted: list[str]
+    features: dict[str, FeatureDrift]
+
+
+class DriftCounts(BaseModel):
+    """What a :class:`DriftAccumulator` counted, to add up counts made in other processes or machines."""
+
+    rows: int = 0
+    nulls: dict[str, int] = Field(default_factory=dict)
+    bins: dict[str, list[int]] = Field(default_factory=dict)
+    categories: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 def psi(expected: list[float] | np.ndarray, actual: list[float] | np.ndarray) -> float:
@@ -57,31 +91,33 @@ class DriftAccumulator:
             self.nulls[name] += int(col.isna().sum())
             counter.update({str(k): int(v) for k, v in col.dropna().astype(str).value_counts().items()})
 
-    def add_counts(
-        self,
-        rows: int,
-        nulls: dict[str, int],
-        bins: dict[str, list[int]],
-        categories: dict[str, dict[str, int]],
-    ) -> None:
-        """Add counts computed elsewhere (e.g. by Spark) for the same bins and categories."""
-        self.rows += rows
-        self.nulls.update(nulls)
-        for name, counts in bins.items():
+    def counts(self) -> DriftCounts:
+        """What was counted so far."""
+        return DriftCounts(
+            rows=self.rows,
+            nulls=dict(self.nulls),
+            bins={n: c.tolist() for n, c in self.bins.items()},
+            categories={n: dict(c) for n, c in self.categories.items()},
+        )
+
+    def add(self, counts: DriftCounts) -> None:
+        """Add counts made elsewhere (another process or machine) for the same bins and categories."""
+        self.rows += counts.rows
+        self.nulls.update(counts.nulls)
+        for name, bins in counts.bins.items():
             if name in self.bins:
-                self.bins[name] += np.asarray(counts, dtype=np.int64)[: len(self.bins[name])]
-        for name, counter in categories.items():
+                self.bins[name] += np.asarray(bins, dtype=np.int64)[: len(self.bins[name])]
+        for name, counter in counts.categories.items():
             if name in self.categories:
                 self.categories[name].update(counter)
 
-    def report(self, threshold: float = DEFAULT_PSI_THRESHOLD) -> dict[str, Any]:
-        """Per-feature drift against the reference; ``drifted``: features with PSI above ``threshold``."""
-        features: dict[str, Any] = {}
+    def report(self, threshold: float) -> DriftReport:
+        """Per-feature drift against the reference; features with PSI above ``threshold`` have drifted."""
+        features: dict[str, FeatureDrift] = {}
         for name, ref in self.reference.items():
-            null_fraction = self.nulls[name] / self.rows if self.rows else 0.0
             entry: dict[str, Any] = {
                 "type": ref.get("type"),
-                "null_fraction": null_fraction,
+                "null_fraction": self.nulls[name] / self.rows if self.rows else 0.0,
                 "reference_null_fraction": ref.get("null_fraction"),
             }
             if name in self.bins:
@@ -99,52 +135,50 @@ class DriftAccumulator:
                 total = sum(counter.values())
                 ref_shares: dict[str, float] = ref.get("category_shares") or {}
                 names = sorted(set(ref_shares) | set(counter))
-                shares = {c: (counter[c] / total if total else 0.0) for c in names}
+                shares_by = {c: (counter[c] / total if total else 0.0) for c in names}
                 entry.update(
                     reference_shares=ref_shares,
-                    shares=shares,
-                    share_shift={c: shares[c] - ref_shares.get(c, 0.0) for c in names},
+                    shares=shares_by,
+                    share_shift={c: shares_by[c] - ref_shares.get(c, 0.0) for c in names},
                     unseen_categories=sorted(set(counter) - set(ref_shares)),
                     psi=(
-                        psi([ref_shares.get(c, 0.0) for c in names], [shares[c] for c in names])
+                        psi([ref_shares.get(c, 0.0) for c in names], [shares_by[c] for c in names])
                         if total
                         else None
                     ),
                 )
             entry["drifted"] = entry["psi"] is not None and entry["psi"] > threshold
-            features[name] = entry
-        drifted = sorted(n for n, e in features.items() if e["drifted"])
-        return {"rows": self.rows, "psi_threshold": threshold, "drifted": drifted, "features": features}
+            features[name] = FeatureDrift(**entry)
+        drifted = sorted(n for n, e in features.items() if e.drifted)
+        return DriftReport(rows=self.rows, psi_threshold=threshold, drifted=drifted, features=features)
 
 
-def to_markdown(report: dict[str, Any], title: str = "Drift report") -> str:
+def to_markdown(report: DriftReport, title: str = "Drift report") -> str:
     """The drift report as a Markdown table, one row per feature, drifted features marked."""
     lines = [
         f"# {title}",
         "",
-        f"{report['rows']} scored rows against the training reference; "
-        f"PSI threshold {report['psi_threshold']}.",
+        f"{report.rows} scored rows against the training reference; PSI threshold {report.psi_threshold}.",
         "",
-        f"**Drifted:** {', '.join(report['drifted']) if report['drifted'] else 'none'}",
+        f"**Drifted:** {', '.join(report.drifted) if report.drifted else 'none'}",
         "",
         "| feature | type | PSI | null fraction (ref -> now) | largest share shift | drifted |",
         "|---|---|---:|---|---|---|",
     ]
-    for name, e in report["features"].items():
-        value = "n/a" if e["psi"] is None else f"{e['psi']:.4f}"
-        ref_null = e["reference_null_fraction"]
-        nulls = f"{ref_null if ref_null is not None else float('nan'):.3f} -> {e['null_fraction']:.3f}"
-        if "share_shift" in e and e["share_shift"]:
-            cat, shift = max(e["share_shift"].items(), key=lambda kv: abs(kv[1]))
+    for name, e in report.features.items():
+        value = "n/a" if e.psi is None else f"{e.psi:.4f}"
+        ref_null = e.reference_null_fraction
+        nulls = f"{ref_null if ref_null is not None else float('nan'):.3f} -> {e.null_fraction:.3f}"
+        if e.share_shift:
+            cat, shift = max(e.share_shift.items(), key=lambda kv: abs(kv[1]))
             largest = f"{cat}: {shift:+.3f}"
-        elif e.get("shares"):
-            shifts = [s - r for s, r in zip(e["shares"], e["reference_shares"] or [])]
+        elif isinstance(e.shares, list) and e.shares:
+            shifts = [s - r for s, r in zip(e.shares, e.reference_shares or [])]
             i = int(np.argmax(np.abs(shifts))) if shifts else 0
             largest = f"decile {i + 1}: {shifts[i]:+.3f}" if shifts and not math.isnan(shifts[i]) else "-"
         else:
             largest = "-"
         lines.append(
-            f"| {name} | {e['type']} | {value} | {nulls} | {largest} | "
-            f"{'**yes**' if e['drifted'] else 'no'} |"
+            f"| {name} | {e.type} | {value} | {nulls} | {largest} | {'**yes**' if e.drifted else 'no'} |"
         )
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import os
 EXIT_ERROR = 1  # something broke; the last line says what
 EXIT_REJECTED = 3  # the promotion gate said no: a decision, not an error
 EXIT_DRIFT = 4  # scoring succeeded but inputs drifted past the threshold (with --fail-on-drift)
+EXIT_EMPTY = 5  # scoring ran but scored no row: all quarantined, or none read (unless --allow-empty)
 
 _UNREACHABLE_TYPES = ("ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout")
 _UNREACHABLE_TEXT = ("Max retries exceeded", "Connection refused", "Failed to establish")

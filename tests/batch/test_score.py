@@ -1,4 +1,5 @@
-"""The local batch engine: counts add up, bad rows are quarantined with a reason, outputs are atomic."""
+"""The local batch engine: scores as the model gives them, counts add up, bad rows quarantined with a reason,
+outputs atomic, drift reported."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mlgate import score as batch
-from mlgate.cli import EXIT_DRIFT, cli
+from mlgate.cli import cli
+from mlgate.config import DriftConfig
+
+from mlgate.batch.job import ScoringError, TableWriter, load_batch_model
+from mlgate.batch.local import Predictor, worker_modules
+from mlgate.errors import EXIT_DRIFT, EXIT_ERROR
 from mlgate.io import DataSourceError
 from mlgate.models import allow_model_loading
-from tests.conftest import PENGUINS
+from tests.batch.conftest import cli_score, run_score
+from tests.conftest import PENGUINS, write_config
 
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex"]
 
@@ -40,18 +46,14 @@ def corrupt_copy(folder: Path) -> tuple[Path, int, int]:
     return folder, len(df) + 2 + 5, 3 + 2 + 5
 
 
-def _score(model_dir: Path, source: Path, out: Path, **kwargs) -> dict:
-    return batch.score(str(model_dir), str(source), str(out), **{"workers": 0, **kwargs})
-
-
 def test_default_data_scored_like_the_model(trained_model: dict, tmp_path: Path) -> None:
     out = tmp_path / "scores.parquet"
-    summary = _score(trained_model["model_dir"], PENGUINS, out, keys=["year"], workers=1, chunk_rows=100)
+    summary = run_score(trained_model, PENGUINS, out, keys=["year"], workers=1, chunk_rows=100)
     raw = pd.read_csv(PENGUINS)
     scores = pd.read_parquet(out)
     quarantine = pd.read_parquet(out.with_name("scores.quarantine.parquet"))
-    assert summary["rows_in"] == len(raw) == summary["rows_scored"] + summary["rows_quarantined"]
-    assert len(scores) == summary["rows_scored"] and len(quarantine) == summary["rows_quarantined"]
+    assert summary.rows_in == len(raw) == summary.rows_scored + summary.rows_quarantined
+    assert len(scores) == summary.rows_scored and len(quarantine) == summary.rows_quarantined
     assert scores["_source_row"].is_monotonic_increasing  # written in input order
     with allow_model_loading():
         model = mlflow.sklearn.load_model(str(trained_model["model_dir"]))
@@ -67,35 +69,37 @@ def test_default_data_scored_like_the_model(trained_model: dict, tmp_path: Path)
 def test_corrupted_copy_quarantines_every_bad_row(trained_model: dict, tmp_path: Path) -> None:
     folder, lines, bad = corrupt_copy(tmp_path / "in")
     out = tmp_path / "out" / "scores.csv"
-    summary = _score(trained_model["model_dir"], folder, out, keys=["id"], chunk_rows=64)
+    summary = run_score(trained_model, folder, out, keys=["id"], chunk_rows=64)
     quarantine = pd.read_csv(out.with_name("scores.quarantine.csv"))
     scores = pd.read_csv(out)
-    assert summary["rows_in"] == lines
-    assert summary["rows_quarantined"] == bad == len(quarantine)
-    assert summary["rows_scored"] == lines - bad == len(scores)
+    assert summary.rows_in == lines
+    assert summary.rows_quarantined == bad == len(quarantine)
+    assert summary.rows_scored == lines - bad == len(scores)
     assert quarantine["_quarantine_reason"].notna().all()
     reasons = " | ".join(quarantine["_quarantine_reason"])
     for expected in (
         "'abc' is not a number",
         "'4,5kg' is not a number",
         "island: null but required",
-        "malformed",
+        "line 31: malformed, expected 9 fields, found 1",
+        "line 51: malformed, expected 9 fields, found 13",
         "sex: missing column",
     ):
         assert expected in reasons
     assert not set(scores["id"]) & {"p3", "p10", "p20"}
+    assert "complete garbage without separators" in set(quarantine["_record"])  # the line as it was
 
 
 def test_workers_load_the_model_without_mlflow(trained_model: dict, tmp_path: Path) -> None:
-    model = batch.load_batch_model(str(trained_model["model_dir"]), tmp_path)
-    predictor = batch._Predictor(model, workers=1)
+    model = load_batch_model(str(trained_model["model_dir"]), tmp_path)
+    predictor = Predictor(model, workers=1)
     try:
-        modules = predictor._pool.submit(batch._worker_modules, 0).result()
-        proba, labels, _ = predictor.submit(pd.read_csv(PENGUINS).dropna().head(5)[FEATURES])
+        modules = predictor._pool.submit(worker_modules, 0).result()
+        prediction = predictor.submit(pd.read_csv(PENGUINS).dropna().head(5)[FEATURES])
     finally:
         predictor.close()
     assert "sklearn" in modules and "mlflow" not in modules
-    assert proba.shape == (5, len(model.classes)) and set(labels) <= set(model.classes)
+    assert prediction.proba.shape == (5, len(model.classes)) and set(prediction.labels) <= set(model.classes)
 
 
 def test_registry_alias_is_pinned_and_reported(trained_model: dict, tmp_path: Path, monkeypatch) -> None:
@@ -103,7 +107,7 @@ def test_registry_alias_is_pinned_and_reported(trained_model: dict, tmp_path: Pa
     mlflow.set_tracking_uri(trained_model["tracking_uri"])
     try:
         name = trained_model["config"].model_name
-        model = batch.load_batch_model(f"models:/{name}@champion", tmp_path)
+        model = load_batch_model(f"models:/{name}@champion", tmp_path)
     finally:
         mlflow.set_tracking_uri(None)
     assert (model.name, model.version) == (name, trained_model["summary"]["champion_version"])
@@ -115,22 +119,22 @@ def test_model_without_signature_is_refused(trained_model: dict, tmp_path: Path)
     mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
     del mlmodel["signature"]
     (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    with pytest.raises(batch.ScoringError, match="no input signature"):
-        batch.load_batch_model(str(folder), tmp_path)
+    with pytest.raises(ScoringError, match="no input signature"):
+        load_batch_model(str(folder), tmp_path)
 
 
 def test_parquet_column_of_the_wrong_type(trained_model: dict, tmp_path: Path) -> None:
     df = pd.read_csv(PENGUINS).head(20)
     df["sex"] = 1
     df.to_parquet(tmp_path / "in.parquet")
-    summary = _score(trained_model["model_dir"], tmp_path / "in.parquet", tmp_path / "o.parquet")
-    assert summary["rows_quarantined"] == 20 and summary["rows_scored"] == 0
-    assert "sex: has type int64, expected a string" in summary["quarantine_reasons"]
+    summary = run_score(trained_model, tmp_path / "in.parquet", tmp_path / "o.parquet")
+    assert summary.rows_quarantined == 20 and summary.rows_scored == 0
+    assert "sex: has type int64, expected a string" in summary.quarantine_reasons
 
 
 def test_failure_midway_leaves_no_output(trained_model: dict, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "scores.parquet"
-    real_write, calls = batch._AtomicTableWriter.write, []
+    real_write, calls = TableWriter.write, []
 
     def failing_write(self, table):
         calls.append(1)
@@ -138,18 +142,18 @@ def test_failure_midway_leaves_no_output(trained_model: dict, tmp_path: Path, mo
             raise KeyboardInterrupt("killed")
         real_write(self, table)
 
-    monkeypatch.setattr(batch._AtomicTableWriter, "write", failing_write)
+    monkeypatch.setattr(TableWriter, "write", failing_write)
     with pytest.raises(KeyboardInterrupt):
-        _score(trained_model["model_dir"], PENGUINS, out, chunk_rows=50)
+        run_score(trained_model, PENGUINS, out, chunk_rows=50)
     assert list(tmp_path.iterdir()) == []  # no output, no summary, no temporary left behind
 
 
 def test_rerun_gives_the_same_result(trained_model: dict, tmp_path: Path) -> None:
     out = tmp_path / "scores.parquet"
     (tmp_path / ".scores.parquet.stale.tmp").write_text("left by a killed run")
-    _score(trained_model["model_dir"], PENGUINS, out, chunk_rows=77)
+    run_score(trained_model, PENGUINS, out, chunk_rows=77)
     first = pd.read_parquet(out).drop(columns="scored_at")
-    _score(trained_model["model_dir"], PENGUINS, out, chunk_rows=77)
+    run_score(trained_model, PENGUINS, out, chunk_rows=77)
     pd.testing.assert_frame_equal(first, pd.read_parquet(out).drop(columns="scored_at"))
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -158,32 +162,23 @@ def test_rerun_gives_the_same_result(trained_model: dict, tmp_path: Path) -> Non
     ("name", "content", "message"),
     [
         ("missing.csv", None, "no such file"),
-        ("empty.csv", "", "is empty"),
         ("data.json", "{}", "unsupported"),
-        ("header.csv", "island,sex\n", "no rows"),
+        ("folder", "", "no CSV or Parquet"),
     ],
 )
-def test_bad_inputs_fail_with_one_line(trained_model: dict, tmp_path: Path, name, content, message) -> None:
+def test_inputs_naming_no_table_fail_with_one_line(
+    trained_model: dict, tmp_path: Path, name, content, message
+):
     path = tmp_path / name
-    if content is not None:
+    if name == "folder":
+        path.mkdir()
+        (path / "notes.txt").write_text("not a table")
+    elif content is not None:
         path.write_text(content)
     with pytest.raises(DataSourceError, match=message):
-        _score(trained_model["model_dir"], path, tmp_path / "o.parquet")
-    result = CliRunner().invoke(
-        cli,
-        [
-            "score",
-            "--model",
-            str(trained_model["model_dir"]),
-            "--input",
-            str(path),
-            "--output",
-            str(tmp_path / "o.parquet"),
-            "--workers",
-            "0",
-        ],
-    )
-    assert result.exit_code == 1 and message in result.output.strip().splitlines()[-1]
+        run_score(trained_model, path, tmp_path / "o.parquet")
+    result = cli_score(trained_model, path, tmp_path / "o.parquet")
+    assert result.exit_code == EXIT_ERROR and message in result.output.strip().splitlines()[-1]
     assert not (tmp_path / "o.parquet").exists()
 
 
@@ -197,9 +192,9 @@ def _shifted(tmp_path: Path) -> Path:
 
 def test_drift_report_on_shifted_data(trained_model: dict, tmp_path: Path) -> None:
     out = tmp_path / "scores.parquet"
-    summary = _score(trained_model["model_dir"], _shifted(tmp_path), out)
+    summary = run_score(trained_model, _shifted(tmp_path), out)
     report = json.loads(out.with_name("scores.drift.json").read_text())
-    assert summary["drifted_features"] == report["drifted"] == ["body_mass_g", "island"]
+    assert summary.drifted_features == report["drifted"] == ["body_mass_g", "island"]
     assert report["features"]["body_mass_g"]["psi"] > 1.0
     assert report["features"]["bill_length_mm"]["psi"] < 0.2
     assert report["features"]["island"]["shares"]["Dream"] == 1.0
@@ -207,16 +202,34 @@ def test_drift_report_on_shifted_data(trained_model: dict, tmp_path: Path) -> No
 
 
 def test_fail_on_drift_exit_code(trained_model: dict, tmp_path: Path) -> None:
-    base = [
-        "score",
-        "--model",
-        str(trained_model["model_dir"]),
-        "--workers",
-        "0",
-        "--output",
-        str(tmp_path / "o.csv"),
-    ]
-    shifted = CliRunner().invoke(cli, [*base, "--input", str(_shifted(tmp_path)), "--fail-on-drift"])
-    assert shifted.exit_code == EXIT_DRIFT and "body_mass_g" in shifted.output
-    assert CliRunner().invoke(cli, [*base, "--input", str(_shifted(tmp_path))]).exit_code == 0
-    assert CliRunner().invoke(cli, [*base, "--input", str(PENGUINS), "--fail-on-drift"]).exit_code == 0
+    shifted, out = _shifted(tmp_path), tmp_path / "o.csv"
+    drifted = cli_score(trained_model, shifted, out, "--fail-on-drift")
+    assert drifted.exit_code == EXIT_DRIFT and "body_mass_g" in drifted.output
+    assert cli_score(trained_model, shifted, out).exit_code == 0
+    assert cli_score(trained_model, PENGUINS, out, "--fail-on-drift").exit_code == 0
+
+
+def test_drift_threshold_comes_from_the_config(trained_model: dict, tmp_path: Path) -> None:
+    config = write_config(
+        trained_model["config"].model_copy(update={"drift": DriftConfig(psi_threshold=50)}),
+        tmp_path / "c.yaml",
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--config",
+            str(config),
+            "score",
+            "--model",
+            str(trained_model["model_dir"]),
+            "--input",
+            str(_shifted(tmp_path)),
+            "--output",
+            str(tmp_path / "o.parquet"),
+            "--workers",
+            "0",
+            "--fail-on-drift",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o.summary.json").read_text())["psi_threshold"] == 50

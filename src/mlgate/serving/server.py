@@ -3,7 +3,6 @@ connection, N workers and a graceful shutdown (in-flight requests finish on SIGT
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import logging.config
@@ -12,13 +11,12 @@ import shutil
 import socket
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from mlgate.bundle import resolve_model
 from mlgate.serving.metrics import MULTIPROC_ENV
 from mlgate.serving.settings import ServingSettings
 
@@ -80,39 +78,18 @@ class NoDelayProtocol(_BaseProtocol):  # type: ignore[misc,valid-type]
         super().connection_made(transport)
 
 
-def _download(uri: str, dest: str) -> dict[str, Any]:
-    from mlgate.serving.bundle import model_bundle
-
-    return model_bundle(uri, dest)
-
-
-def resolve_model(model: str, workdir: Path) -> tuple[Path, dict[str, Any]]:
-    """A local model folder for ``model``: itself if it is one, else the URI downloaded into ``workdir``.
-
-    The download runs in a child process so that MLflow is never imported into the serving processes.
-    """
-    local = Path(model.removeprefix("file://"))
-    if local.is_dir():
-        return local, {}
-    if importlib.util.find_spec("mlflow") is None:
-        raise ValueError(
-            f"{model} is not a local folder, and serving a model URI needs mlflow(-skinny) installed"
-        )
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        record = pool.submit(_download, model, str(workdir / "model")).result()
-    return workdir / "model", record
-
-
 def serve(settings: ServingSettings) -> None:
     """Load the model and serve it until SIGTERM/SIGINT (blocking).
 
     Raises:
-        ValueError: no model was given.
+        ValueError: no model was given, or --follow without an alias to follow.
     """
     import uvicorn
 
     if not settings.model:
         raise ValueError("no model to serve: pass --model or set MLGATE_SERVE_MODEL")
+    if settings.follow and not (settings.model.startswith("models:/") and "@" in settings.model):
+        raise ValueError(f"--follow needs the model as models:/NAME@ALIAS, not {settings.model}")
     logging.config.dictConfig(log_config(settings.log_level))
     workdir = Path(tempfile.mkdtemp(prefix="mlgate-serve-"))
     try:
@@ -122,7 +99,7 @@ def serve(settings: ServingSettings) -> None:
             value = getattr(settings, f"model_{key}") or record.get(key)
             if value:
                 os.environ[f"MLGATE_SERVE_MODEL_{key.upper()}"] = str(value)
-        for key in ("max_body_bytes", "max_rows", "timeout_seconds"):
+        for key in ("max_body_bytes", "max_rows", "timeout_seconds", "follow", "follow_seconds", "docs"):
             os.environ[f"MLGATE_SERVE_{key.upper()}"] = str(getattr(settings, key))
         if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
             (workdir / "metrics").mkdir()

@@ -1,18 +1,22 @@
-"""Model bundles: a registered model version downloaded into a local folder (for the image, or for serving a
-model URI), with a small ``mlgate_bundle.json`` saying where it came from."""
+"""Model resolution for serving and batch scoring alike: a model URI made a local MLflow model folder, an
+alias pinned to the version it points at now, and a small ``mlgate_bundle.json`` saying where it came from."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from mlgate.modelio import BUNDLE_FILE
+
 log = logging.getLogger(__name__)
 
-BUNDLE_FILE = "mlgate_bundle.json"
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)/?$")
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
 
@@ -67,3 +71,25 @@ def model_bundle(uri: str, dest: str | Path) -> dict[str, Any]:
     (dest / BUNDLE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     log.info("model-bundle: %s -> %s (version %s)", uri, dest, record["version"])
     return record
+
+
+def resolve_model(model: str, workdir: Path) -> tuple[Path, dict[str, Any]]:
+    """A local model folder for ``model``: itself if it is one, else the URI downloaded into ``workdir``.
+
+    The download runs in a child process so that MLflow is never imported into the serving or scoring
+    processes (it is not even installed in the serving image).
+
+    Returns:
+        The folder, and what :func:`model_bundle` recorded (empty for a local folder).
+
+    Raises:
+        ValueError: the URI cannot be resolved (no such alias, not a model) or MLflow is not installed.
+    """
+    local = Path(model.removeprefix("file://"))
+    if local.is_dir():
+        return local, {}
+    if importlib.util.find_spec("mlflow") is None:
+        raise ValueError(f"{model} is not a local folder, and a model URI needs mlflow(-skinny) installed")
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        record = pool.submit(model_bundle, model, str(workdir / "model")).result()
+    return workdir / "model", record

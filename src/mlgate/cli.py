@@ -282,16 +282,25 @@ def _champion_uri(ctx: click.Context) -> str:
 @click.option(
     "--workers", type=int, default=None, help="Worker processes [env MLGATE_SERVE_WORKERS, default 1]."
 )
+@click.option(
+    "--follow/--no-follow",
+    default=None,
+    help="Swap in each new version the alias of models:/NAME@ALIAS points at [env MLGATE_SERVE_FOLLOW].",
+)
+@click.option(
+    "--follow-seconds",
+    type=float,
+    default=None,
+    help="How often --follow looks the alias up [env MLGATE_SERVE_FOLLOW_SECONDS, default 30].",
+)
 @click.pass_context
 @step_command
-def serve_cmd(
-    ctx: click.Context, model: str | None, host: str | None, port: int | None, workers: int | None
-) -> None:
-    """Serve one model over REST (MLflow's /invocations, a typed /predict, /metrics) until stopped."""
+def serve_cmd(ctx: click.Context, model: str | None, **options: Any) -> None:
+    """Serve a model over REST (MLflow's /invocations, a typed /predict, the V2 protocol, /metrics)."""
     from mlgate.serving.server import serve
     from mlgate.serving.settings import ServingSettings
 
-    given = {"model": model or _champion_uri(ctx), "host": host, "port": port, "workers": workers}
+    given = {"model": model or _champion_uri(ctx), **options}
     try:
         serve(ServingSettings(**{k: v for k, v in given.items() if v is not None}))
     except (ValueError, OSError, RuntimeError) as exc:  # the image has no MLflow to describe errors with

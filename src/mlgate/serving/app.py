@@ -5,6 +5,8 @@ thread pool only adds contention (MLflow's server, which uses one, slows down un
 that waited longer than the timeout before their turn get 503; those whose prediction ran past it get 504.
 """
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -141,13 +143,27 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
     PredictRequest, PredictResponse = schemas.predict_models(model.columns, settings.max_rows)
     example = model.input_example[:2]
 
+    follower = service.follower() if settings.follow else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warm_up(service.model)
+        try:
+            service.model.warm_up()
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up is worth a warning, not a refusal
+            log.warning("warm-up prediction failed: %s", exc)
         service.ready = True
         log.info("model %s version %s ready", model.info.get("name"), model.version)
-        yield
-        service.ready = False
+        following = asyncio.create_task(follower.run()) if follower else None
+        try:
+            yield
+        finally:
+            service.ready = False
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
+            if follower is not None:
+                follower.close()
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
@@ -181,8 +197,9 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
 
     @app.get("/metadata", tags=["model"])
     async def metadata() -> dict[str, Any]:
-        """The served model: name, version, alias, run id, git commit, signature, package versions."""
-        return service.model.info
+        """The served model: name, version, alias, run id, git commit, signature, package versions; and
+        with --follow, the alias followed, the registry's state and the versions refused."""
+        return {**service.model.info, **({"follow": follower.status} if follower else {})}
 
     @app.get("/version", tags=["model"])
     async def version() -> dict[str, Any]:
@@ -278,7 +295,7 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
             return error(status, validation_message(errors))
         records = [r.model_dump() for r in payload.records]
         try:
-            labels, proba = served.predict_proba(served.frame(*records_to_columns(records)))
+            labels, proba = served.predict_proba(served.records_frame(records))
         except InputError as exc:
             return error(422, str(exc))
         except (ValueError, TypeError, KeyError) as exc:
@@ -298,21 +315,6 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
 
     add_v2_routes(app, service)
     return app
-
-
-def warm_up(model: ServedModel) -> None:
-    """One prediction on the logged input example, so the first request does not pay for lazy set-up."""
-    if not model.input_example:
-        return
-    try:
-        model.predict_proba(model.frame(*records_to_columns(model.input_example)))
-    except Exception as exc:  # noqa: BLE001 - a failed warm-up is worth a warning, not a refusal
-        log.warning("warm-up prediction failed: %s", exc)
-
-
-def records_to_columns(records: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], int]:
-    names = {k for r in records for k in r}
-    return {n: [r.get(n) for r in records] for n in names}, len(records)
 
 
 def app_from_env() -> FastAPI:

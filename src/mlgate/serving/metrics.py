@@ -18,6 +18,8 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The outcomes of an alias check that change or refuse something (mlgate.serving.follow).
+RELOAD_OUTCOMES = ("swapped", "incompatible", "load_error", "registry_error")
 
 
 class ServiceMetrics:
@@ -54,7 +56,33 @@ class ServiceMetrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.served_version = Gauge(
+            "mlgate_model_version",
+            "The served model version (as a number; 0 when it is not one).",
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
+        self.reloads = Counter(
+            "mlgate_model_reloads",
+            "Alias checks that did something, by outcome: swapped, incompatible, load_error, registry_error.",
+            ("outcome",),
+            registry=self.registry,
+        )
+        for outcome in RELOAD_OUTCOMES:
+            self.reloads.labels(outcome)
+        self.registry_up = Gauge(
+            "mlgate_registry_up",
+            "1 when the last alias check reached the registry, 0 when it could not.",
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
         self.set_model(model_info)
+
+    def observe_check(self, outcome: str, registry_up: bool) -> None:
+        """Count one alias check's outcome (an empty outcome: nothing to do) and the registry's state."""
+        if outcome:
+            self.reloads.labels(outcome).inc()
+        self.registry_up.set(1 if registry_up else 0)
 
     def set_model(self, model_info: dict[str, Any]) -> None:
         """Report ``model_info`` as the served model (the only one)."""
@@ -62,6 +90,8 @@ class ServiceMetrics:
         self.info.labels(*(str(model_info.get(k) or "") for k in ("name", "version", "alias", "run_id"))).set(
             1
         )
+        version = str(model_info.get("version") or "")
+        self.served_version.set(float(version) if version.isdigit() else 0)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float, version: str) -> None:
         """Count one finished request and its latency, by the model version that answered it."""

@@ -127,6 +127,20 @@ class ServedModel:
             data[col.name] = convert_column(col, values)
         return pd.DataFrame(data, copy=False)
 
+    def records_frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+        """:meth:`frame` of rows given as records (objects of column name to value)."""
+        names = {k for r in records for k in r}
+        return self.frame({n: [r.get(n) for r in records] for n in names}, len(records))
+
+    def warm_up(self) -> None:
+        """Score the logged input example once, so the first request pays for no lazy set-up.
+
+        Raises:
+            InputError, ValueError: the model cannot score its own example.
+        """
+        if self.input_example:
+            self.predict_proba(self.records_frame(self.input_example))
+
     def predict(self, X: pd.DataFrame) -> list[Any]:
         """The pipeline's predictions, as plain JSON-able values."""
         return self.pipeline.predict(X).tolist()

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from mlgate.serving.errors import error
+from mlgate.serving.follow import AliasFollower
 from mlgate.serving.metrics import ServiceMetrics
 from mlgate.serving.model import ServedModel
 from mlgate.serving.settings import ServingSettings
@@ -28,6 +29,29 @@ class Service:
         self.model = model
         self.metrics = ServiceMetrics(model.info)
         self.ready = False
+
+    def install(self, model: ServedModel) -> None:
+        """Serve ``model`` from now on (it is loaded, warmed up and checked already)."""
+        self.model = model
+        self.metrics.set_model(model.info)
+
+    def follower(self) -> AliasFollower:
+        """The follower of the served model's alias (``--follow``).
+
+        Raises:
+            ValueError: the model was not given as ``models:/NAME@ALIAS``.
+        """
+        name, alias = self.model.info.get("name"), self.model.info.get("alias")
+        if not (name and alias):
+            raise ValueError("--follow needs the model as models:/NAME@ALIAS")
+        return AliasFollower(
+            name,
+            alias,
+            self.settings.follow_seconds,
+            lambda: self.model,
+            self.install,
+            self.metrics.observe_check,
+        )
 
     def timed_out(self, request: Request, predicted: bool = False) -> Response | None:
         """503 when a request waited past the timeout before its turn, 504 when its prediction ran past it."""

@@ -27,6 +27,8 @@ class ServingSettings(BaseSettings):
     timeout_seconds: float = Field(default=10.0, gt=0, description="Requests slower than this get 503/504.")
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0, description="Wait for in-flight requests.")
     log_level: str = "info"
+    follow: bool = Field(default=False, description="Follow the alias of a models:/NAME@ALIAS model.")
+    follow_seconds: float = Field(default=30.0, gt=0, description="How often --follow looks the alias up.")
     docs: bool = Field(default=True, description="Serve /docs and /openapi.json (the image turns them off).")
     model_name: str | None = Field(default=None, description="Reported name when the folder does not say it.")
     model_version: str | None = None

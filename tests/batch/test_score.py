@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess  # nosec B404 - fixed commands
+import sys
+import time
 from pathlib import Path
 
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -233,3 +238,57 @@ def test_drift_threshold_comes_from_the_config(trained_model: dict, tmp_path: Pa
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o.summary.json").read_text())["psi_threshold"] == 50
+
+
+def _big_input(path: Path, copies: int) -> Path:
+    lines = PENGUINS.read_text().splitlines()
+    path.write_text("\n".join([lines[0], *lines[1:] * copies]) + "\n")
+    return path
+
+
+def _wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_no_output_under_a_final_name_and_a_rerun_succeeds(trained_model: dict, tmp_path: Path):
+    source = _big_input(tmp_path / "big.csv", copies=800)  # 275,200 rows: seconds of scoring
+    out = tmp_path / "out" / "scores.parquet"
+    finals = [
+        out.with_name(f"scores.{n}")
+        for n in ("parquet", "quarantine.parquet", "summary.json", "drift.json", "drift.md")
+    ]
+    argv = [sys.executable, "-m", "mlgate", "score", "--model", str(trained_model["model_dir"])]
+    argv += ["--input", str(source), "--output", str(out), "--workers", "2", "--chunk-rows", "20000"]
+
+    def temporary_scores() -> list[Path]:
+        return list(out.parent.glob(".scores.parquet.*.tmp")) if out.parent.exists() else []
+
+    moments = {
+        "starting up": lambda: True,
+        "outputs opened": lambda: bool(temporary_scores()),
+        "scores being written": lambda: any(p.stat().st_size > 2 << 20 for p in temporary_scores()),
+    }
+    for moment, reached in moments.items():
+        proc = psutil.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # nosec B603
+        try:
+            _wait_for(lambda: reached() or proc.poll() is not None)
+            assert proc.poll() is None, f"the job ended before {moment}"
+            children = proc.children(recursive=True)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            _, alive = psutil.wait_procs(children, timeout=30)  # the workers end when their parent is gone
+            assert not alive, f"workers left running after a kill while {moment}"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert [f for f in finals if f.exists()] == [], moment
+    assert temporary_scores()  # what the killed runs left behind, under temporary names only
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)  # nosec B603
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(f.exists() for f in finals) and not list(out.parent.glob(".*.tmp"))
+    summary = json.loads(finals[2].read_text())
+    assert summary["rows_in"] == 344 * 800 == summary["rows_scored"] == len(pd.read_parquet(out))

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -42,15 +43,25 @@ from mlgate.io import Staged, table_format
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 10.0  # a progress line this often in logs (twice a second on a terminal)
+PARENT_CHECK_SECONDS = 0.5  # how soon a worker notices that the job was killed
 
 # --- the worker processes ---------------------------------------------------------------------------------
 
 _SCORER: Scorer | None = None
 
 
-def _init_worker(model_path: str) -> None:
+def _exit_with(parent: int) -> None:
+    """End this worker once its parent is gone (killed: nobody is left to shut the pool down)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
+
+
+def _init_worker(model_path: str, watch_parent: bool = True) -> None:
     """Load the model once per worker process (a skops model without importing MLflow)."""
     global _SCORER
+    if watch_parent:
+        threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     _SCORER = Scorer(model_path)
 
 
@@ -85,7 +96,7 @@ class Predictor:
             # Start every worker and load the model now, so start-up is measured apart from scoring.
             list(self._pool.map(_ready, range(workers)))
         else:
-            _init_worker(str(model.path))
+            _init_worker(str(model.path), watch_parent=False)
         self.use_predict: bool | None = None  # decided on the first chunk
 
     def submit(self, features: pd.DataFrame) -> Future | Prediction:

@@ -8,6 +8,13 @@ own on a 5-row input. Results go to bench/results/batch/ as JSON and a Markdown 
 
     .venv/bin/python bench/batch/run.py --rows 1000000 10000000        # the full run (quiet machine!)
     .venv/bin/python bench/batch/run.py --rows 2000 --quick            # a smoke test
+
+``--compare`` instead runs each tool ``--repeat`` times at each size, interleaved (the order rotates each
+round, so load that comes and goes hits every tool alike), and reports min / median / max, the ratios of the
+medians, and the machine's load average before each run; ``--before SRC`` adds `mlgate score` from another
+source tree (e.g. ``git archive <commit> src | tar -x -C /tmp/before``), run with the same interpreter:
+
+    .venv/bin/python bench/batch/run.py --compare --rows 1000000 --repeat 5 --before /tmp/before/src
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess  # nosec B404 - benchmark driver runs fixed commands
 import sys
 import time
@@ -125,6 +133,86 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, floa
     }
 
 
+def mlgate_cmd(model: Path, data: Path, out: Path) -> list[str]:
+    """`mlgate score` with its defaults, as `python -m mlgate` (so that another source tree can go first)."""
+    return [sys.executable, "-m", "mlgate", "score", "--model", str(model), "--input", str(data)] + [
+        "--output",
+        str(out),
+        "--key",
+        "id",
+    ]
+
+
+def mlflow_cmd(model: Path, data: Path, out: Path) -> list[str]:
+    return [str(BIN / "mlflow"), "models", "predict", "-m", str(model), "-i", str(data), "-t", "csv"] + [
+        "-o",
+        str(out),
+        "--env-manager",
+        "local",
+    ]
+
+
+MLFLOW_ENV = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def compare(args: argparse.Namespace, models: dict[str, Path]) -> None:
+    """Each tool ``--repeat`` times per model and size, interleaved; min / median / max and load."""
+    tools: dict[str, tuple[list[str], dict[str, str]]] = {}
+    lines = [
+        "| model | rows | tool | runs | wall s min / median / max | rows/s median | vs mlflow (medians) "
+        "| vs before (medians) | load avg before a run, min / median / max |",
+        "|---|---:|---|---:|---|---:|---:|---:|---|",
+    ]
+    results = []
+    for name in args.models:
+        for rows in args.rows:
+            data = synthesize(rows, args.work / f"rows-{rows}.csv")
+            tools = {"mlgate score": (mlgate_cmd(models[name], data, args.work / "after.parquet"), {})}
+            if args.before:
+                env = {"PYTHONPATH": str(args.before)}
+                tools["mlgate score (before)"] = (
+                    mlgate_cmd(models[name], data, args.work / "before.parquet"),
+                    env,
+                )
+            tools["mlflow models predict"] = (
+                mlflow_cmd(models[name], data, args.work / "mlflow.json"),
+                MLFLOW_ENV,
+            )
+            runs: dict[str, list[dict]] = {t: [] for t in tools}
+            order = list(tools)
+            for r in range(args.repeat):
+                for tool in order[r % len(order) :] + order[: r % len(order)]:
+                    load = os.getloadavg()[0]
+                    m = measure(*tools[tool])
+                    m["load_before"] = load
+                    runs[tool].append(m)
+                    print(json.dumps({"model": name, "rows": rows, "tool": tool, **m}), flush=True)
+            walls = {t: _spread([m["wall_s"] for m in ms]) for t, ms in runs.items()}
+            for tool, ms in runs.items():
+                w, load = walls[tool], _spread([m["load_before"] for m in ms])
+                vs_mlflow = walls["mlflow models predict"]["median"] / w["median"]
+                vs_before = walls["mlgate score (before)"]["median"] / w["median"] if args.before else None
+                results.append(
+                    {"model": name, "rows": rows, "tool": tool, "runs": ms, "wall": w, "load": load}
+                )
+                lines.append(
+                    f"| {name} | {rows:,} | {tool} | {len(ms)} "
+                    f"| {w['min']:.2f} / {w['median']:.2f} / {w['max']:.2f} "
+                    f"| {rows / w['median']:,.0f} | {vs_mlflow:.2f}x | "
+                    + (f"{vs_before:.2f}x" if vs_before else "-")
+                    + f" | {load['min']:.2f} / {load['median']:.2f} / {load['max']:.2f} |"
+                )
+    (args.work / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = "\n".join(lines) + "\n"
+    (args.work / "compare.md").write_text(table)
+    print(f"{os.cpu_count()} cores; ratios > 1: faster than the other tool")
+    print(table)
+
+
 IN_MEMORY = r"""
 import os, sys, time, json, multiprocessing as mp
 os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
@@ -168,9 +256,15 @@ def main() -> None:
         help="skip `mlflow models predict` above this size (it holds the whole input in memory)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    parser.add_argument("--compare", action="store_true", help="interleaved repeated runs, see above")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each tool with --compare")
+    parser.add_argument("--before", type=Path, help="with --compare: a source tree of mlgate to compare with")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     models = build_models(args.work)
+    if args.compare:
+        compare(args, models)
+        return
     results: list[dict] = []
     tiny = synthesize(5, args.work / "rows-5.csv")
     for name in args.models:

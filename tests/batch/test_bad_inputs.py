@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlgate.batch import ScoreOptions, score
+from mlgate.batch.job import MAX_REFUSED_ROWS, ScoringError
 from mlgate.errors import EXIT_EMPTY
 from tests.batch.conftest import cli_score, run_score
 from tests.conftest import PENGUINS
@@ -362,3 +364,68 @@ def test_every_output_gets_the_mode_of_a_new_file(trained_model: dict, tmp_path:
         os.umask(before)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
     assert len(modes) == 5 and set(modes.values()) == {0o644}, modes
+
+
+@pytest.fixture(scope="module")
+def strict_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose encoder raises on a category it never saw (``handle_unknown="error"``): forks build such."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from mlgate.train import trusted_types
+
+    data = pd.read_csv(PENGUINS).dropna()
+    X = data[["island", "bill_length_mm"]]
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="error"), ["island"])], remainder="passthrough"
+    )
+    model = make_pipeline(pre, LogisticRegression(max_iter=1000)).fit(X, data["species"])
+    dest = tmp_path_factory.mktemp("strict") / "model"
+    mlflow.sklearn.save_model(
+        model,
+        str(dest),
+        serialization_format="skops",
+        skops_trusted_types=trusted_types(model),
+        signature=infer_signature(X, model.predict(X.head())),
+        metadata={"mlgate": {"classes": list(model.classes_)}},
+    )
+    return dest
+
+
+def test_rows_the_model_refuses_are_found_and_quarantined(strict_model: Path, tmp_path: Path) -> None:
+    df = pd.read_csv(PENGUINS).dropna()[["island", "bill_length_mm"]].head(300).reset_index(drop=True)
+    df.loc[[17, 230], "island"] = "Atlantis"
+    df.to_csv(tmp_path / "in.csv", index=False)
+    options = {
+        "model_uri": str(strict_model),
+        "input": str(tmp_path / "in.csv"),
+        "output": str(tmp_path / "o.parquet"),
+    }
+    summary = score(ScoreOptions(**options, psi_threshold=0.2, workers=0, chunk_rows=128))
+    quarantine = pd.read_parquet(tmp_path / "o.quarantine.parquet")
+    assert (summary.rows_in, summary.rows_scored, summary.rows_quarantined) == (300, 298, 2)
+    assert quarantine["_source_row"].tolist() == [17, 230]
+    assert (
+        quarantine["_quarantine_reason"]
+        .str.startswith("the model refused the row: Found unknown categories")
+        .all()
+    )
+    assert summary.quarantine_reasons == {"the model refused the row": 2}
+    assert 17 not in set(pd.read_parquet(tmp_path / "o.parquet")["_source_row"])
+
+
+def test_a_model_refusing_most_rows_fails_the_job(strict_model: Path, tmp_path: Path) -> None:
+    df = pd.read_csv(PENGUINS).dropna()[["island", "bill_length_mm"]].assign(island="Atlantis")
+    df.to_csv(tmp_path / "in.csv", index=False)
+    options = {
+        "model_uri": str(strict_model),
+        "input": str(tmp_path / "in.csv"),
+        "output": str(tmp_path / "o.csv"),
+    }
+    with pytest.raises(ScoringError, match=f"refuses more than {MAX_REFUSED_ROWS} rows"):
+        score(ScoreOptions(**options, psi_threshold=0.2, workers=0))
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "o.summary.json").exists()

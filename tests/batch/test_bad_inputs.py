@@ -368,7 +368,7 @@ def test_every_output_gets_the_mode_of_a_new_file(trained_model: dict, tmp_path:
 
 @pytest.fixture(scope="module")
 def strict_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model whose encoder raises on a category it never saw (``handle_unknown="error"``): forks build such."""
+    """A model whose encoder raises on a category it never saw (``handle_unknown="error"``)."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
     from sklearn.compose import ColumnTransformer

@@ -288,6 +288,12 @@ def _champion_uri(ctx: click.Context) -> str:
     help="Swap in each new version the alias of models:/NAME@ALIAS points at [env MLGATE_SERVE_FOLLOW].",
 )
 @click.option(
+    "--shadow",
+    default=None,
+    help="A challenger (folder or URI, e.g. models:/NAME@challenger) scoring a copy of each request off the "
+    "response path [env MLGATE_SERVE_SHADOW].",
+)
+@click.option(
     "--follow-seconds",
     type=float,
     default=None,
@@ -305,6 +311,29 @@ def serve_cmd(ctx: click.Context, model: str | None, **options: Any) -> None:
         serve(ServingSettings(**{k: v for k, v in given.items() if v is not None}))
     except (ValueError, OSError, RuntimeError) as exc:  # the image has no MLflow to describe errors with
         raise click.ClickException(str(exc)) from exc
+
+
+@cli.command("shadow-report")
+@click.option(
+    "--url", default="http://127.0.0.1:8080", show_default=True, help="The service started with --shadow."
+)
+@click.option("--output", default=None, help="Also write the report to this JSON file (e.g. for the gate).")
+@step_command
+def shadow_report_cmd(url: str, output: str | None) -> None:
+    """Summarise shadow scoring from a running service's /metrics: agreement, probability gaps, latency."""
+    import urllib.request
+
+    from mlgate.serving.shadow import shadow_report
+
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url}: an http(s) URL of the service", param_hint="--url")
+    with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=30) as response:  # nosec B310
+        report = shadow_report(response.read().decode())
+    text = json.dumps(report, indent=2, sort_keys=True)
+    if output:
+        with open(output, "w") as f:
+            f.write(text + "\n")
+    click.echo(text)
 
 
 @cli.command("model-bundle")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlgate.serving import schemas
 from mlgate.serving.errors import ErrorBody, error, install_handlers, json_response, validation_message
-from mlgate.serving.model import InputError, ServedModel, load_served_model
+from mlgate.serving.model import InputError, ServedModel, load_served_model, records_columns
 from mlgate.serving.protocol import CSV_TYPE, JSON_TYPE, UnsupportedMediaType, media_type, parse_request
 from mlgate.serving.service import VERSION_HEADER, Service
 from mlgate.serving.settings import ServingSettings
@@ -153,17 +153,20 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
             log.warning("warm-up prediction failed: %s", exc)
         service.ready = True
         log.info("model %s version %s ready", model.info.get("name"), model.version)
-        following = asyncio.create_task(follower.run()) if follower else None
+        shadow = service.start_shadow()
+        tasks = [asyncio.create_task(loop.run()) for loop in (follower, shadow) if loop is not None]
         try:
             yield
         finally:
             service.ready = False
-            if following is not None:
-                following.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await following
+                    await task
             if follower is not None:
                 follower.close()
+            if shadow is not None:
+                shadow.close()
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
@@ -250,6 +253,7 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         except (ValueError, TypeError, KeyError) as exc:
             return error(400, f"the model could not score this input: {exc}")
         service.metrics.observe_predictions("/invocations", predictions, served.version)
+        service.offer_shadow(columns, n_rows, predictions)
         if (late := service.timed_out(request, predicted=True)) is not None:
             return late
         return json_response(200, {"predictions": predictions})
@@ -301,6 +305,8 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         except (ValueError, TypeError, KeyError) as exc:
             return error(422, f"the model could not score this input: {exc}")
         service.metrics.observe_predictions("/predict", labels, served.version)
+        if service.shadow is not None:
+            service.offer_shadow(*records_columns(records), labels, proba)
         if (late := service.timed_out(request, predicted=True)) is not None:
             return late
         classes = [str(c) for c in served.classes]

@@ -18,6 +18,8 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SHADOW_OUTCOMES = ("scored", "dropped", "error")
+DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 # The outcomes of an alias check that change or refuse something (mlgate.serving.follow).
 RELOAD_OUTCOMES = ("swapped", "incompatible", "load_error", "registry_error")
 
@@ -77,6 +79,65 @@ class ServiceMetrics:
             multiprocess_mode="liveall",
         )
         self.set_model(model_info)
+
+    def enable_shadow(self) -> None:
+        """The shadow scoring metrics (only when there is a shadow model)."""
+        self.shadow_requests = Counter(
+            "mlgate_shadow_requests",
+            "Copies of live requests for the shadow model, by outcome: scored, dropped (queue full), error.",
+            ("outcome",),
+            registry=self.registry,
+        )
+        for outcome in SHADOW_OUTCOMES:
+            self.shadow_requests.labels(outcome)
+        self.shadow_rows = Counter(
+            "mlgate_shadow_rows",
+            "Rows the shadow model scored, by whether its label agrees with the served model's.",
+            ("agreement",),
+            registry=self.registry,
+        )
+        self.shadow_rows.labels("agree"), self.shadow_rows.labels("disagree")
+        self.shadow_difference = Histogram(
+            "mlgate_shadow_probability_difference",
+            "Per row scored with probabilities (/predict, /v2): the largest absolute difference between a "
+            "class probability of the shadow model and of the served one.",
+            buckets=DIFFERENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.shadow_latency = Histogram(
+            "mlgate_shadow_predict_duration_seconds",
+            "Time the shadow model took to score one request.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shadow_info = Gauge(
+            "mlgate_shadow_model_info",
+            "The shadow model (value 1).",
+            ("name", "version", "alias"),
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+
+    def set_shadow_model(self, model_info: dict[str, Any]) -> None:
+        """Report ``model_info`` as the shadow model."""
+        self.shadow_info.clear()
+        self.shadow_info.labels(*(str(model_info.get(k) or "") for k in ("name", "version", "alias"))).set(1)
+
+    def observe_shadow_dropped(self) -> None:
+        """Count a request copy the shadow queue had no room for."""
+        self.shadow_requests.labels("dropped").inc()
+
+    def observe_shadow(self, result: Any) -> None:
+        """Count one shadow result (a :class:`mlgate.serving.shadow.ShadowResult`)."""
+        if result.error:
+            self.shadow_requests.labels("error").inc()
+            return
+        self.shadow_requests.labels("scored").inc()
+        self.shadow_rows.labels("agree").inc(result.agreed)
+        self.shadow_rows.labels("disagree").inc(result.rows - result.agreed)
+        for difference in result.differences:
+            self.shadow_difference.observe(difference)
+        self.shadow_latency.observe(result.seconds)
 
     def observe_check(self, outcome: str, registry_up: bool) -> None:
         """Count one alias check's outcome (an empty outcome: nothing to do) and the registry's state."""

@@ -90,6 +90,12 @@ def convert_column(col: Column, values: list[Any]) -> np.ndarray:
     return np.array(values, dtype=object)
 
 
+def records_columns(records: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], int]:
+    """Named columns and the row count of rows given as records."""
+    names = {k for r in records for k in r}
+    return {n: [r.get(n) for r in records] for n in names}, len(records)
+
+
 @dataclass
 class ServedModel:
     """A loaded pipeline with what the service reports about it."""
@@ -129,8 +135,7 @@ class ServedModel:
 
     def records_frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
         """:meth:`frame` of rows given as records (objects of column name to value)."""
-        names = {k for r in records for k in r}
-        return self.frame({n: [r.get(n) for r in records] for n in names}, len(records))
+        return self.frame(*records_columns(records))
 
     def warm_up(self) -> None:
         """Score the logged input example once, so the first request pays for no lazy set-up.

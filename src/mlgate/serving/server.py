@@ -99,7 +99,16 @@ def serve(settings: ServingSettings) -> None:
             value = getattr(settings, f"model_{key}") or record.get(key)
             if value:
                 os.environ[f"MLGATE_SERVE_MODEL_{key.upper()}"] = str(value)
-        for key in ("max_body_bytes", "max_rows", "timeout_seconds", "follow", "follow_seconds", "docs"):
+        exported = (
+            "max_body_bytes",
+            "max_rows",
+            "timeout_seconds",
+            "follow",
+            "follow_seconds",
+            "docs",
+            "shadow_queue",
+        )
+        for key in (*exported, *(("shadow",) if settings.shadow else ())):
             os.environ[f"MLGATE_SERVE_{key.upper()}"] = str(getattr(settings, key))
         if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
             (workdir / "metrics").mkdir()

@@ -8,6 +8,7 @@ the model it started with and no request ever sees a model that is not fully loa
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -17,6 +18,7 @@ from mlgate.serving.follow import AliasFollower
 from mlgate.serving.metrics import ServiceMetrics
 from mlgate.serving.model import ServedModel
 from mlgate.serving.settings import ServingSettings
+from mlgate.serving.shadow import Shadow
 
 VERSION_HEADER = "x-model-version"
 
@@ -29,6 +31,22 @@ class Service:
         self.model = model
         self.metrics = ServiceMetrics(model.info)
         self.ready = False
+        self.shadow: Shadow | None = None
+
+    def start_shadow(self) -> Shadow | None:
+        """Start the shadow process when a shadow model is set (``--shadow``)."""
+        if self.settings.shadow:
+            self.metrics.enable_shadow()
+            follow = self.settings.follow_seconds if self.settings.follow else None
+            self.shadow = Shadow(self.settings.shadow, self.settings.shadow_queue, self.metrics, follow)
+        return self.shadow
+
+    def offer_shadow(
+        self, columns: dict[str, list[Any]], n_rows: int, labels: list[Any], proba: Any = None
+    ) -> None:
+        """Give the shadow model a copy of a scored request, if there is one (never waits)."""
+        if self.shadow is not None:
+            self.shadow.offer(columns, n_rows, labels, proba)
 
     def install(self, model: ServedModel) -> None:
         """Serve ``model`` from now on (it is loaded, warmed up and checked already)."""

@@ -29,6 +29,13 @@ class ServingSettings(BaseSettings):
     log_level: str = "info"
     follow: bool = Field(default=False, description="Follow the alias of a models:/NAME@ALIAS model.")
     follow_seconds: float = Field(default=30.0, gt=0, description="How often --follow looks the alias up.")
+    shadow: str | None = Field(
+        default=None,
+        description="A challenger (folder or URI) that scores a copy of each request off the path.",
+    )
+    shadow_queue: int = Field(
+        default=64, ge=1, description="Request copies waiting for the shadow; more are dropped."
+    )
     docs: bool = Field(default=True, description="Serve /docs and /openapi.json (the image turns them off).")
     model_name: str | None = Field(default=None, description="Reported name when the folder does not say it.")
     model_version: str | None = None

@@ -327,6 +327,7 @@ def add_v2_routes(app: FastAPI, service: Service) -> None:
         except (ValueError, TypeError, KeyError) as exc:
             return error(400, f"the model could not score this input: {exc}", PREFIX)
         service.metrics.observe_predictions(f"{PREFIX}/models/{{name}}/infer", labels, served.version)
+        service.offer_shadow(parsed.columns, parsed.n_rows, labels, proba)
         if (late := service.timed_out(request, predicted=True)) is not None:
             return late
         return json_response(200, infer_response(served, parsed, labels, proba))

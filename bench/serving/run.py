@@ -125,10 +125,12 @@ async def _worker(port: int, request: bytes, stop: float, lat: list[float], erro
         writer.close()
 
 
-def load(port: int, body: bytes, concurrency: int, duration: float) -> dict[str, Any]:
+def load(
+    port: int, body: bytes, concurrency: int, duration: float, path: str = "/invocations"
+) -> dict[str, Any]:
     """Keep ``concurrency`` connections busy for ``duration`` seconds; latency percentiles in ms."""
     request = (
-        b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".encode()
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )

@@ -162,10 +162,10 @@ class AliasFollower:
         return outcome
 
     async def run(self) -> None:
-        """Check every ``interval`` seconds until cancelled."""
+        """Check now (which starts the helper process), then every ``interval`` seconds until cancelled."""
         while True:
-            await asyncio.sleep(self.interval)
             await self.check()
+            await asyncio.sleep(self.interval)
 
     def close(self) -> None:
         """Stop the helper process and delete the downloaded versions."""

@@ -29,7 +29,7 @@ def test_schemathesis_finds_no_failure_of_any_check(trained_model: dict[str, Any
                 "-n", str(EXAMPLES_PER_OPERATION), "--seed", SEED, "--no-color",
                 "--generation-database", "none", "--report-dir", str(tmp_path / "report"),
             ],
-            capture_output=True, text=True, timeout=900,
+            capture_output=True, text=True, timeout=900, cwd=tmp_path,  # its cache goes there, not here
         )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "No issues found" in done.stdout

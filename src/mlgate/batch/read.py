@@ -67,8 +67,9 @@ class Unreadable(_Typed):
     rows_read: int
 
 
-def _is_hidden(path: str) -> bool:
-    return path.rsplit("/", 1)[-1].startswith((".", "_"))
+def _is_hidden(path: str, base: str) -> bool:
+    """Whether a file, or a folder it is in below ``base``, is named like a marker (``_SUCCESS``, ``.tmp``)."""
+    return any(part.startswith((".", "_")) for part in path[len(base) :].strip("/").split("/"))
 
 
 def _is_table(path: str) -> bool:
@@ -104,9 +105,10 @@ def list_inputs(source: str) -> Inputs:
         if info.type == pafs.FileType.File:
             table_format(path)
             return Inputs(source=source, fs=fs, files=[path], ignored=[])
+        base = path
         infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
         found = sorted(i.path for i in infos if i.type == pafs.FileType.File)
-    found = [f for f in found if not _is_hidden(f)]
+    found = [f for f in found if not _is_hidden(f, base)]
     files = [f for f in found if _is_table(f)]
     if not files:
         raise DataSourceError(f"{source}: no CSV or Parquet files found")

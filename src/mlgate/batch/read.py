@@ -68,7 +68,7 @@ class Unreadable(_Typed):
 
 
 def _is_hidden(path: str, base: str) -> bool:
-    """Whether a file, or a folder it is in below ``base``, is named like a marker (``_SUCCESS``, ``.tmp``)."""
+    """Whether a file, or a folder it is in below ``base``, is named like a marker (``_SUCCESS``, ``.x``)."""
     return any(part.startswith((".", "_")) for part in path[len(base) :].strip("/").split("/"))
 
 

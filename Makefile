@@ -208,14 +208,18 @@ ci-image-sbom: ## Write outputs/sbom-<IMAGE>.cdx.json: the Python packages in th
 	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; \
 	python3 scripts/image-sbom.py $(CI_IMAGE_NAME):$$1 $(CI_OUTPUTS)/sbom-$(IMAGE).cdx.json
 
-ci-image-push: ## Push the IMAGE's immutable tags (refused when one exists); print name= and digest= for GITHUB_OUTPUT
+ci-image-push: ## Push the IMAGE's immutable tags (refused when one exists or cannot be checked); print name= and digest=
 	@$(CI_MODEL_VERSION); for tag in $(CI_IMAGE_TAGS); do \
-		if docker manifest inspect $(CI_IMAGE_NAME):$$tag >/dev/null 2>&1; then \
+		if out=$$(docker manifest inspect $(CI_IMAGE_NAME):$$tag 2>&1); then \
 			echo "$(CI_IMAGE_NAME):$$tag exists already: version tags are never overwritten" >&2; exit 1; fi; \
+		case "$$out" in *"no such manifest"*|*"manifest unknown"*|*"not found"*) ;; \
+		*) echo "cannot tell whether $(CI_IMAGE_NAME):$$tag exists, so not pushing: $$out" >&2; exit 1;; esac; \
 	done; \
-	for tag in $(CI_IMAGE_TAGS); do docker push --quiet $(CI_IMAGE_NAME):$$tag >&2 || exit 1; done; \
-	echo "name=$(CI_IMAGE_NAME)"; \
-	echo "digest=$$(docker inspect --format '{{index .RepoDigests 0}}' $(CI_IMAGE_NAME):v$$v | cut -d@ -f2)"
+	for tag in $(CI_IMAGE_TAGS); do docker push $(CI_IMAGE_NAME):$$tag > "$${TMPDIR:-/tmp}/push.$$$$" || exit 1; \
+		cat "$${TMPDIR:-/tmp}/push.$$$$" >&2; done; \
+	digest=$$(sed -n 's/.*digest: \(sha256:[0-9a-f]*\).*/\1/p' "$${TMPDIR:-/tmp}/push.$$$$" | tail -1); \
+	rm -f "$${TMPDIR:-/tmp}/push.$$$$"; test -n "$$digest" || { echo "docker push printed no digest" >&2; exit 1; }; \
+	echo "name=$(CI_IMAGE_NAME)"; echo "digest=$$digest"
 
 ci-retag-champion: ## Point both images' champion tag at their v$$VERSION images (which must exist)
 	@$(CI_NEED_VERSION); set -x; for image in serving batch; do \
@@ -248,6 +252,8 @@ CI_PG_URI = postgresql+psycopg2://mlflow:mlflow@postgres:5432/mlflow
 
 ci-stack-up: ## CI only: restore $(CI_STATE) into the service PostgreSQL and a new MLflow server on its network
 	test -n "$$CI_PG_CONTAINER" && test -n "$$CI_SERVICES_NETWORK"
+	for i in $$(seq 1 60); do docker exec "$$CI_PG_CONTAINER" pg_isready -U mlflow >/dev/null 2>&1 && break; sleep 2; done
+	docker exec "$$CI_PG_CONTAINER" pg_isready -U mlflow
 	docker build --quiet -f stack/Dockerfile -t $(CI_SERVER_IMAGE) stack
 	docker create --name $(CI_SERVER) --network "$$CI_SERVICES_NETWORK" -p 127.0.0.1:$(CI_MLFLOW_PORT):5000 \
 		-e MLFLOW_BACKEND_STORE_URI=$(CI_PG_URI) -e MLFLOW_ARTIFACTS_DESTINATION=$(CI_SERVER_ARTIFACTS) \

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'registry.db'}",
         "MLGATE_SERVE_FOLLOW_SECONDS": str(args.poll),
-        "MLGATE_SERVE_LOG_LEVEL": "warning",
+        "MLGATE_SERVE_LOG_LEVEL": "info",
     }
     cmd = [
         str(BIN / "mlgate"),
@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("the server did not get ready")
+            time.sleep(0.2)
+        while httpx.get(f"{url}/metadata").json()["follow"]["registry"] != "reachable":  # first check done
+            if time.monotonic() > deadline:
+                raise RuntimeError("the follower never reached the registry")
             time.sleep(0.2)
         body = json.dumps({"records": sample_rows(1)}).encode()
         request = (

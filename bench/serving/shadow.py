@@ -2,7 +2,8 @@
 `--shadow` (the light model as challenger, in its own lowest-priority process) and one without, loaded in turn
 (interleaved rounds, same request, same concurrency) so that both see the same machine. Reports each round's
 p50/p99 and req/s, min/median/max over the rounds, the median p50 ratio, the machine's load average around
-each round, and the shadow's scored/dropped counts.
+each round, the serving process's own CPU time per request (the shadow process excluded: what the live path
+pays, whatever else the machine runs), and the shadow's scored/dropped counts.
 
     .venv/bin/python bench/serving/shadow.py                          # 5 rounds of 10 s at concurrency 16
     .venv/bin/python bench/serving/shadow.py --rounds 2 --duration 3  # smoke
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from run import BIN, OUT, _free_port, build_models, load, sample_rows, stop
 
 
@@ -64,9 +66,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             order = list(servers) if i % 2 == 0 else list(reversed(servers))
             for label in order:
                 before = os.getloadavg()[0]
+                server = psutil.Process(servers[label][0].pid)  # the serving process alone, not the shadow
+                cpu = sum(server.cpu_times()[:2])
                 cell = load(servers[label][1], body, args.concurrency, args.duration, path)
-                rounds.append({"round": i, "server": label, **cell, "load1_before": round(before, 2),
-                               "load1_after": round(os.getloadavg()[0], 2)})  # fmt: skip
+                cpu_ms = (sum(server.cpu_times()[:2]) - cpu) * 1000 / max(cell["requests"], 1)
+                cell.update(
+                    server_cpu_ms_per_request=round(cpu_ms, 2),
+                    load1_before=round(before, 2),
+                    load1_after=round(os.getloadavg()[0], 2),
+                )
+                rounds.append({"round": i, "server": label, **cell})
                 print(json.dumps(rounds[-1]), flush=True)
         metrics = httpx.get(f"http://127.0.0.1:{servers['with shadow'][1]}/metrics").text
     finally:
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "p50_ms": spread([r["p50_ms"] for r in mine]),
             "p99_ms": spread([r["p99_ms"] for r in mine]),
             "rps": spread([r["rps"] for r in mine]),
+            "server_cpu_ms_per_request": spread([r["server_cpu_ms_per_request"] for r in mine]),
             "errors": sum(r["errors"] for r in mine),
         }
     summary["p50_ratio_of_medians"] = round(

@@ -2,10 +2,10 @@
 live request off the response path, and Prometheus gets how often it agrees with the served model, how far its
 class probabilities are from the served ones, and how long it takes.
 
-The challenger runs in its own process at the lowest CPU priority, so it only uses what live traffic leaves.
-Live requests hand it their (already validated) columns through a bounded queue without waiting: when the
-queue is full the copy is dropped and counted, never the live request. With ``--follow``, the shadow process
-follows its own alias the same way (checked at the same interval).
+The challenger runs in its own process at the lowest CPU priority (SCHED_IDLE), so it only uses what live
+traffic leaves. Live requests hand it their (already validated) columns through a bounded queue without
+waiting: when the queue is full the copy is dropped and counted, never the live request. With ``--follow``,
+the shadow process follows its own alias the same way (checked at the same interval).
 """
 
 from __future__ import annotations
@@ -40,6 +40,15 @@ class ShadowResult:
     seconds: float = 0.0
     error: str | None = None
     model: dict[str, Any] | None = None
+
+
+def lowest_priority() -> None:
+    """Run this process only on CPU time nothing else wants: SCHED_IDLE on Linux, else the highest nice."""
+    os.nice(19)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not allowed: nice 19 stays
+        pass
 
 
 def _load(uri: str, workdir: Path, overrides: dict[str, str | None]) -> Any:
@@ -83,7 +92,7 @@ def _score(
 
 def shadow_main(uri: str, inbox: Any, outbox: Any, follow_seconds: float | None) -> None:
     """The shadow process: load the challenger, then score what arrives until ``None`` does."""
-    os.nice(19)
+    lowest_priority()
     workdir = Path(tempfile.mkdtemp(prefix="mlgate-shadow-"))
     try:
         model = _load(uri, workdir, {})

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -99,11 +100,18 @@ class AliasFollower:
         future = asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
         try:
             return await asyncio.wait_for(future, REGISTRY_TIMEOUT_SECONDS)
-        except Exception:
-            if self.pool is not None and getattr(self.pool, "_broken", False):
-                self.pool.shutdown(wait=False, cancel_futures=True)
-                self.pool = None
+        except (TimeoutError, BrokenProcessPool):  # a hung or dead helper: the next call starts a new one
+            self._stop_helper()
             raise
+
+    def _stop_helper(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        workers = getattr(pool, "_processes", None) or {}
+        for process in list(workers.values()):
+            process.kill()  # before Python 3.14 an executor cannot stop a worker that is busy
+        pool.shutdown(wait=False, cancel_futures=True)
 
     async def check(self) -> str:
         """Look the alias up once; load, check and swap a new version. Returns the outcome."""
@@ -169,6 +177,5 @@ class AliasFollower:
 
     def close(self) -> None:
         """Stop the helper process and delete the downloaded versions."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        self._stop_helper()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -173,10 +173,16 @@ class Shadow:
                     log.error("%s: serving without a shadow", result.error)
 
     async def run(self) -> None:
-        """Drain results every :data:`DRAIN_SECONDS` until cancelled."""
+        """Drain results every :data:`DRAIN_SECONDS` until cancelled; stop offering if the process dies."""
         while True:
             await asyncio.sleep(DRAIN_SECONDS)
             self.drain()
+            if self.model is not None and not self.process.is_alive():
+                log.error(
+                    "the shadow process exited (code %s): serving without a shadow", self.process.exitcode
+                )
+                self.metrics.observe_shadow(ShadowResult(error="the shadow process exited"))
+                self.model = None
 
     def close(self) -> None:
         """Stop the shadow process (it finishes the request it is on)."""

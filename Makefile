@@ -79,7 +79,7 @@ SERVING_REF ?=
 BATCH_REF ?=
 
 k8s-render: install ## Render K8S_DIR (deploy/k8s/overlays/staging|production, deploy/k8s/kserve) with kubectl kustomize
-	$(BIN)/kubectl kustomize $(K8S_DIR)
+	@$(BIN)/kubectl kustomize $(K8S_DIR)
 
 k8s-set-images: ## Pin K8S_DIR's images: SERVING_REF=<image>@sha256:<hex> and/or BATCH_REF=<image>@sha256:<hex>
 	$(PYTHON) deploy/k8s/set-images.py $(K8S_DIR) $(if $(SERVING_REF),mlgate-serving=$(SERVING_REF)) \
@@ -135,7 +135,8 @@ compose-config: ## Validate docker-compose.yml with .env.example (needs docker-c
 # GNU make ends with exit 2 whenever a recipe fails, whatever its code: the workflows read the gate's own exit
 # code (3 = rejected) from `mlgate gate-status`, which they run directly (`make ci-path` puts it on PATH).
 .PHONY: ci-path report-summary ci-report-origin gate-status ci-validate ci-train ci-evaluate ci-register ci-lineage ci-promote \
-	ci-bundle ci-model-version ci-image ci-image-smoke ci-image-sbom ci-image-push ci-retag-champion ci-rollback-plan \
+	ci-bundle ci-model-version ci-image ci-image-smoke ci-image-sbom ci-image-push ci-retag-champion ci-k8s-manifests \
+	ci-rollback-plan \
 	ci-rollback ci-pipeline ci-stack-up ci-stack-down ci-state-save
 # The config's outputs folder, asked once (memoised) from the config itself.
 CI_OUTPUTS = $(eval CI_OUTPUTS := $$(shell $(MLGATE) --config $(CONFIG) show outputs_dir 2>/dev/null || echo outputs))$(CI_OUTPUTS)
@@ -157,6 +158,10 @@ CI_NEED_VERSION = printf '%s\n' "$${VERSION:-}" | grep -Eq '^[0-9]+$$' || { \
 # Immutable tags, never overwritten: sha-<short sha>-v<version> and v<version> ($$v: the shell's CI_MODEL_VERSION).
 # `champion` is the only tag that moves (ci-retag-champion).
 CI_IMAGE_TAGS = sha-$(CI_SHORT_SHA)-v$$v v$$v
+# The manifest digest `docker push` printed: $(call CI_PUSHED_DIGEST,<its output file>).
+CI_PUSHED_DIGEST = sed -n 's/.*digest: \(sha256:[0-9a-f]*\).*/\1/p' $(1) | tail -1
+# Where ci-retag-champion writes the champion images' references (mlgate-<kind>=<name>@<digest>, one per line).
+CI_CHAMPION_IMAGES = $(CI_OUTPUTS)/champion-images.txt
 DRY_RUN ?= false
 
 ci-path: ## Print the virtualenv's bin folder: workflows append it to GITHUB_PATH, so `mlgate` works in later steps
@@ -217,16 +222,31 @@ ci-image-push: ## Push the IMAGE's immutable tags (refused when one exists or ca
 	done; \
 	for tag in $(CI_IMAGE_TAGS); do docker push $(CI_IMAGE_NAME):$$tag > "$${TMPDIR:-/tmp}/push.$$$$" || exit 1; \
 		cat "$${TMPDIR:-/tmp}/push.$$$$" >&2; done; \
-	digest=$$(sed -n 's/.*digest: \(sha256:[0-9a-f]*\).*/\1/p' "$${TMPDIR:-/tmp}/push.$$$$" | tail -1); \
+	digest=$$($(call CI_PUSHED_DIGEST,"$${TMPDIR:-/tmp}/push.$$$$")); \
 	rm -f "$${TMPDIR:-/tmp}/push.$$$$"; test -n "$$digest" || { echo "docker push printed no digest" >&2; exit 1; }; \
 	echo "name=$(CI_IMAGE_NAME)"; echo "digest=$$digest"
 
-ci-retag-champion: ## Point both images' champion tag at their v$$VERSION images (which must exist)
-	@$(CI_NEED_VERSION); set -x; for image in serving batch; do \
-		name="$(CI_REGISTRY)/$(CI_IMAGE_REPO)-$$image"; \
+ci-retag-champion: ## Point both images' champion tag at their v$$VERSION images (which must exist); their digests to $(CI_CHAMPION_IMAGES)
+	@$(CI_NEED_VERSION); refs="$(CI_CHAMPION_IMAGES)"; mkdir -p "$$(dirname "$$refs")"; : > "$$refs.tmp"; \
+	for image in serving batch; do \
+		name="$(CI_REGISTRY)/$(CI_IMAGE_REPO)-$$image"; set -x; \
 		docker pull --quiet "$$name:v$$VERSION" && docker tag "$$name:v$$VERSION" "$$name:champion" && \
-		docker push --quiet "$$name:champion" || exit 1; \
-	done
+		docker push "$$name:champion" > "$$refs.push" || exit 1; { set +x; } 2>/dev/null; cat "$$refs.push" >&2; \
+		digest=$$($(call CI_PUSHED_DIGEST,"$$refs.push")); \
+		test -n "$$digest" || { echo "docker push printed no digest for $$name:champion" >&2; exit 1; }; \
+		echo "mlgate-$$image=$$name@$$digest" >> "$$refs.tmp"; \
+	done; rm -f "$$refs.push"; mv "$$refs.tmp" "$$refs"; cat "$$refs"
+
+ci-k8s-manifests: install ## After the champion moved: $(CI_OUTPUTS)/k8s/<overlay>.yaml, K8S_DIR rendered with the champion images by digest
+	@refs="$(CI_CHAMPION_IMAGES)"; test -s "$$refs" || { \
+		echo "$$refs is missing: make ci-retag-champion writes the champion images' digests there" >&2; exit 1; }; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cp -R deploy "$$tmp/deploy"; \
+	$(PYTHON) deploy/k8s/set-images.py "$$tmp/$(K8S_DIR)" $$(cat "$$refs") >&2 && \
+	$(BIN)/kubectl kustomize "$$tmp/$(K8S_DIR)" > "$$tmp/rendered.yaml" || exit 1; \
+	if grep -q 'sha256:0\{64\}' "$$tmp/rendered.yaml"; then \
+		echo "$(K8S_DIR): an image still has the placeholder digest ($$refs names both images)" >&2; exit 1; fi; \
+	mkdir -p $(CI_OUTPUTS)/k8s && mv "$$tmp/rendered.yaml" $(CI_OUTPUTS)/k8s/$(notdir $(K8S_DIR)).yaml && \
+	echo "$(CI_OUTPUTS)/k8s/$(notdir $(K8S_DIR)).yaml: $(K8S_DIR) with $$(tr '\n' ' ' < "$$refs")"
 
 ci-rollback-plan: install ## Print version= (the rollback's target: $$VERSION, or empty = the previous champion) and previous=
 	@case "$${VERSION:-}" in *[!0-9]*) echo "VERSION must be a model version number or empty" >&2; exit 1;; esac

@@ -182,12 +182,15 @@ def test_pipeline_gates_then_publishes_then_moves_the_champion_last() -> None:
     assert release["environment"] == "production"
     assert wf["jobs"]["train"]["environment"] != "production"
     runs = [s.raw.get("run", "") for s in all_steps() if s.workflow == "pipeline.yml" and s.job == "release"]
-    # the images' champion tag first, then the alias (the last registry change), then its verdict
+    # the images' champion tag first, the manifests with its digests, then the alias (the last registry
+    # change), then its verdict; the manifests are published only once the alias moved
     assert (
         runs.index("make ci-retag-champion")
+        < runs.index("make ci-k8s-manifests")
         < runs.index("make ci-promote")
         < runs.index("mlgate gate-status")
     )
+    _manifests_published_after(release, "verdict")
     for job in (publish, release):  # an unchanged lineage releases nothing
         assert "needs.train.outputs.changed == 'true'" in job["if"]
 
@@ -238,7 +241,20 @@ def test_rollback_is_manual_protected_and_moves_the_alias_last() -> None:
     assert job["environment"] == "production"
     runs = [s.raw.get("run", "") for s in all_steps() if s.workflow == "rollback.yml"]
     plan = runs.index('make --silent ci-rollback-plan >> "$GITHUB_OUTPUT"')
-    assert plan < runs.index("make ci-retag-champion") < runs.index("make ci-rollback")
+    assert plan < runs.index("make ci-retag-champion") < runs.index("make ci-k8s-manifests")
+    assert runs.index("make ci-k8s-manifests") < runs.index("make ci-rollback")
+    _manifests_published_after(job, "move")
+
+
+def _manifests_published_after(job: dict, moved: str) -> None:
+    """The k8s-production artifact is uploaded after the step that moved the alias (id ``moved``), and the
+    champion tag is pointed back only when that step did not succeed (a failed upload leaves it alone)."""
+    steps = job["steps"]
+    ids = [s.get("id") for s in steps]
+    upload = next(i for i, s in enumerate(steps) if s.get("with", {}).get("name") == "k8s-production")
+    assert ids.index(moved) < upload and steps[upload]["with"]["path"] == "outputs/k8s/"
+    (back,) = [s for s in steps[upload:] if s.get("run") == "make ci-retag-champion"]
+    assert f"steps.{moved}.outcome != 'success'" in back["if"]
 
 
 def test_ci_rollback_refuses_a_version_that_is_not_a_number() -> None:

@@ -222,3 +222,36 @@ def test_set_images_pins_the_digests_the_pipeline_pushed(tmp_path: Path) -> None
         )  # nosec
         assert refused.returncode == 1 and "set-images" in refused.stderr
     assert (overlay / "kustomization.yaml").read_text() == after
+
+
+def _make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(  # nosec B603 B607
+        ["make", "--no-print-directory", "--silent", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_ci_k8s_manifests_renders_production_with_the_champion_images_and_leaves_the_checkout_alone(
+    tmp_path: Path,
+) -> None:
+    """The release and rollback jobs: ci-retag-champion writes the digests champion points at, this renders the
+    production overlay with them into the outputs (the artifact a deploy tool applies)."""
+    refs, out = tmp_path / "champion-images.txt", tmp_path / "outputs"
+    serving = "ghcr.io/acme/mlgate-serving@sha256:" + "c" * 64
+    batch = "ghcr.io/acme/mlgate-batch@sha256:" + "d" * 64
+    kustomization = (K8S / "overlays" / "production" / "kustomization.yaml").read_text()
+    variables = [f"CI_CHAMPION_IMAGES={refs}", f"CI_OUTPUTS={out}"]
+
+    missing = _make("ci-k8s-manifests", *variables)
+    assert missing.returncode != 0 and f"{refs} is missing" in missing.stderr
+    refs.write_text(f"mlgate-serving={serving}\n")  # one image only: the other keeps its placeholder
+    partial = _make("ci-k8s-manifests", *variables)
+    assert partial.returncode != 0 and "placeholder digest" in partial.stderr
+    assert not (out / "k8s" / "production.yaml").exists()
+
+    refs.write_text(f"mlgate-serving={serving}\nmlgate-batch={batch}\n")
+    done = _make("ci-k8s-manifests", *variables)
+    assert done.returncode == 0, done.stderr
+    resources = [d for d in yaml.safe_load_all((out / "k8s" / "production.yaml").read_text()) if d]
+    assert {c["image"] for spec in pod_specs(resources) for c in spec["containers"]} == {serving, batch}
+    assert {r["metadata"].get("namespace") for r in resources} == {"mlgate"}
+    assert (K8S / "overlays" / "production" / "kustomization.yaml").read_text() == kustomization

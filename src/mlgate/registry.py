@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -69,7 +68,11 @@ def register(cfg: PipelineConfig) -> dict[str, Any]:
         f"{TAG_PREFIX}evaluate_run_id": evaluation["evaluate_run_id"],
         **{f"{TAG_PREFIX}metric.{k}": f"{v:.6g}" for k, v in evaluation["candidate"]["metrics"].items()},
     }
-    mv = mlflow.register_model(trained["model_uri"], cfg.model_name, tags=tags)
+    # What mlflow.register_model does for a models:/<id> URI, without its second create_registered_model,
+    # which printed "Registered model ... already exists" on every run, the first included.
+    mv = client.create_model_version(
+        cfg.model_name, trained["model_uri"], tags=tags, model_id=trained.get("model_id")
+    )
     alias = cfg.promotion.aliases.challenger
     try:
         client.set_registered_model_alias(cfg.model_name, alias, mv.version)

@@ -124,7 +124,7 @@ class Prediction(_Typed):
     labels: np.ndarray
     agree: bool
     refused: dict[int, str]
-    drift: DriftCounts
+    drift: DriftCounts | None  # None: the caller counts drift itself (see Scorer.score)
 
 
 class Scorer:
@@ -164,11 +164,16 @@ class Scorer:
         self._refused(features, rows[:half], found)
         self._refused(features, rows[half:], found)
 
-    def score(self, features: pd.DataFrame, check: bool, use_predict: bool) -> Prediction:
+    def score(
+        self, features: pd.DataFrame, check: bool, use_predict: bool, drift: bool = True
+    ) -> Prediction:
         """Probabilities and labels of one chunk. The label is the most probable class (what ``predict``
         computes for forests, boosting and linear models), so the model runs once; ``check`` compares with
         ``predict``, and ``use_predict`` calls it for models whose ``predict`` disagrees. Rows the model
-        raises on (a ValueError, as scikit-learn does for bad input) are set aside, the others scored."""
+        raises on (a ValueError, as scikit-learn does for bad input) are set aside, the others scored.
+        ``drift``: also count the scored rows for the drift report (False: the caller does, e.g. the local
+        engine's reader, which waits on the workers and has the time; counting in the workers made a heavy
+        model 10-15% slower at 1M rows, bench/README.md)."""
         refused: dict[int, str] = {}
         try:
             proba, labels, agree = self._run(features, check, use_predict)
@@ -177,9 +182,12 @@ class Scorer:
             keep = np.setdiff1d(np.arange(len(features)), np.fromiter(refused, dtype=np.int64))
             features = features.iloc[keep]
             proba, labels, agree = self._run(features, check, use_predict)
-        drift = DriftAccumulator(self.reference)
-        drift.update(features)
-        return Prediction(proba=proba, labels=labels, agree=agree, refused=refused, drift=drift.counts())
+        counts = None
+        if drift:
+            acc = DriftAccumulator(self.reference)
+            acc.update(features)
+            counts = acc.counts()
+        return Prediction(proba=proba, labels=labels, agree=agree, refused=refused, drift=counts)
 
 
 # --- one chunk ----------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def worker_modules(_: int) -> list[str]:
 
 def _score(features: pd.DataFrame, check: bool, use_predict: bool) -> Prediction:
     assert _SCORER is not None  # nosec B101 - set by the pool's initializer
-    return _SCORER.score(features, check, use_predict)
+    return _SCORER.score(features, check, use_predict, drift=False)  # the reader counts drift (_stream)
 
 
 class Predictor:
@@ -165,11 +165,11 @@ def _stream(
     counts, kinds = Counts(), Counter[str]()
     drift = DriftAccumulator(model.reference)
     unreadable: list[UnreadableFile] = []
-    pending: deque[tuple[Future | Prediction, object]] = deque()
+    pending: deque[tuple[Future | Prediction, object, pd.DataFrame]] = deque()
     max_in_flight = max(2 * predictor.workers, 1)
     progress = _Progress()
 
-    def write_scores(result: Future | Prediction, ids: object) -> None:
+    def write_scores(result: Future | Prediction, ids: object, features: pd.DataFrame) -> None:
         prediction = result.result() if isinstance(result, Future) else result
         scores, refused = score_tables(model, ids, prediction, scored_at)
         writers["output"].write(scores)
@@ -178,7 +178,11 @@ def _stream(
         counts.rows_quarantined += refused.num_rows
         if refused.num_rows:
             kinds["the model refused the row"] += refused.num_rows
-        drift.add(prediction.drift)
+        # drift of the rows scored, counted here while the workers run the model (they are the bottleneck
+        # with a costly model; the reader waits on them)
+        if prediction.refused:
+            features = features.drop(features.index[list(prediction.refused)])
+        drift.update(features)
 
     for file in files:
         for item in read_file(fs, file, needed, options.chunk_rows):
@@ -193,7 +197,7 @@ def _stream(
             kinds.update(prepared.kinds)
             if not len(prepared.features):
                 continue
-            pending.append((predictor.submit(prepared.features), prepared.ids))
+            pending.append((predictor.submit(prepared.features), prepared.ids, prepared.features))
             while len(pending) >= max_in_flight:
                 write_scores(*pending.popleft())
                 progress.update(counts)

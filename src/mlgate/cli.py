@@ -17,6 +17,7 @@ from mlgate.client import apply_client_defaults
 from mlgate.batch.options import DEFAULT_CHUNK_ROWS, DEFAULT_SPARK_MASTER, ENGINES
 from mlgate.config import DEFAULT_CONFIG_PATH, DriftConfig, load_config
 from mlgate.errors import EXIT_DRIFT, EXIT_EMPTY, EXIT_ERROR, EXIT_REJECTED, describe_error
+from mlgate.mlflow_noise import quiet_known_mlflow_noise
 
 log = logging.getLogger("mlgate")
 
@@ -64,6 +65,7 @@ def step_command(fn: Callable[..., Any]) -> Callable[..., Any]:
 def cli(ctx: click.Context, config_path: str, verbose: bool) -> None:
     """mlgate: validate, train, evaluate, register and promote a tabular scikit-learn model with MLflow."""
     _configure_logging(verbose)
+    quiet_known_mlflow_noise()
     apply_client_defaults()
     ctx.obj = {"config_path": config_path}
 

@@ -11,6 +11,7 @@ import mlflow
 from mlflow.entities import Run
 
 from mlgate.config import PipelineConfig
+from mlgate.mlflow_noise import quiet_known_mlflow_noise
 
 TAG_PREFIX = "mlgate."
 
@@ -46,6 +47,7 @@ def step_run(cfg: PipelineConfig, step: str) -> Iterator[Run]:
     Under ``mlflow run`` the run MLflow created (``MLFLOW_RUN_ID``) is used; inside the ``run`` chain each
     step is a child of the pipeline run.
     """
+    quiet_known_mlflow_noise()
     use_experiment(cfg)
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_name=step, nested=nested) as run:

@@ -61,10 +61,10 @@ SERVE_PORT ?= 8080
 SERVING_IMAGE ?= mlgate-serving:latest
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-serve: install ## Serve the champion (or SERVE_MODEL=<folder|URI>) on localhost:$(SERVE_PORT)
+serve: install-runtime ## Serve the champion (or SERVE_MODEL=<folder|URI>) on localhost:$(SERVE_PORT)
 	$(MLGATE) --config $(CONFIG) serve $(if $(SERVE_MODEL),--model $(SERVE_MODEL)) --port $(SERVE_PORT)
 
-model-bundle: install ## Download models:/<name>@champion into serving/model/ for the image
+model-bundle: install-runtime ## Download models:/<name>@champion into serving/model/ for the image
 	$(MLGATE) --config $(CONFIG) model-bundle --dest serving/model
 
 image-serving: ## Build the REST image (serving/Dockerfile) with serving/model/ baked in
@@ -91,10 +91,10 @@ BATCH_IMAGE ?= mlgate-batch:latest
 SCORE_INPUT ?= data/penguins.csv
 SCORE_OUTPUT ?= outputs/scores.parquet
 
-score: install ## Score SCORE_INPUT with the champion into SCORE_OUTPUT (+ quarantine, summary, drift report)
+score: install-runtime ## Score SCORE_INPUT with the champion into SCORE_OUTPUT (+ quarantine, summary, drift report)
 	$(MLGATE) --config $(CONFIG) score --input $(SCORE_INPUT) --output $(SCORE_OUTPUT)
 
-model-bundle-batch: install ## Download models:/<name>@champion into batch/model/ for the batch image
+model-bundle-batch: install-runtime ## Download models:/<name>@champion into batch/model/ for the batch image
 	$(MLGATE) --config $(CONFIG) model-bundle --dest batch/model
 
 image-batch: ## Build the batch image (batch/Dockerfile) with batch/model/ baked in (if present)

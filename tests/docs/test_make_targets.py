@@ -14,7 +14,7 @@ RUNTIME_ONLY = ["pipeline", "serve", "score", "model-bundle", "model-bundle-batc
 
 
 def _dry_run(target: str, venv: Path) -> str:
-    """The commands ``make <target>`` would run with the virtualenv at ``venv`` (``make -n``, nothing runs)."""
+    """The commands ``make <target>`` would run with the virtualenv at ``venv`` (make -n: nothing runs)."""
     out = subprocess.run(  # nosec B603 B607 - fixed command
         ["make", "-n", "-C", str(REPO), target, f"VENV={venv}"],
         capture_output=True,

@@ -3,6 +3,7 @@ config and calls one function; errors end in one line saying why."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -18,6 +19,7 @@ from mlgate.batch.options import DEFAULT_CHUNK_ROWS, DEFAULT_SPARK_MASTER, ENGIN
 from mlgate.config import DEFAULT_CONFIG_PATH, DriftConfig, load_config
 from mlgate.errors import EXIT_DRIFT, EXIT_EMPTY, EXIT_ERROR, EXIT_REJECTED, describe_error
 from mlgate.mlflow_noise import quiet_known_mlflow_noise
+from mlgate.timing import timed
 
 log = logging.getLogger("mlgate")
 
@@ -32,13 +34,19 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# The pipeline's steps end with their duration (``train: done in 7.81s``); the other commands print results.
+_TIMED_STEPS = {"validate", "train", "evaluate", "register", "promote", "rollback", "run"}
+
+
 def step_command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a command body; turn any exception into a one-line reason at the end and exit code 1."""
+    """Run a command body (a step logs its duration); any exception becomes a one-line reason and exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        name = fn.__name__.removesuffix("_cmd")
         try:
-            return fn(*args, **kwargs)
+            with timed(name) if name in _TIMED_STEPS else contextlib.nullcontext():
+                return fn(*args, **kwargs)
         except click.exceptions.Exit:
             raise
         except click.ClickException:

@@ -10,6 +10,7 @@ import mlflow
 from mlgate.config import PipelineConfig
 from mlgate.evaluate import evaluate
 from mlgate.registry import promote, register
+from mlgate.timing import timed
 from mlgate.tracking import TAG_PREFIX, git_commit, use_experiment
 from mlgate.train import train
 from mlgate.validate import validate
@@ -21,16 +22,23 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False) -> dict[str, Any]:
     """Run every step in order; stop at the first failure.
 
     Returns:
-        A summary: rows, model version, candidate metrics, the gate's verdict and the champion after the run.
+        A summary: rows, model version, candidate metrics, the gate's verdict, the champion after the run and
+        each step's duration in seconds (``step_seconds``).
     """
     use_experiment(cfg)
     with mlflow.start_run(run_name="pipeline") as parent:
         mlflow.set_tags({f"{TAG_PREFIX}step": "pipeline", f"{TAG_PREFIX}git_commit": git_commit()})
-        validated = validate(cfg)
-        trained = train(cfg)
-        evaluation = evaluate(cfg)
-        registered = register(cfg)
-        result = promote(cfg, dry_run=dry_run)
+        durations: dict[str, float] = {}
+        with timed("validate", durations):
+            validated = validate(cfg)
+        with timed("train", durations):
+            trained = train(cfg)
+        with timed("evaluate", durations):
+            evaluation = evaluate(cfg)
+        with timed("register", durations):
+            registered = register(cfg)
+        with timed("promote", durations):
+            result = promote(cfg, dry_run=dry_run)
     champion = registered["version"] if result.promoted or result.already_champion else result.previous
     summary = {
         "pipeline_run_id": parent.info.run_id,
@@ -47,12 +55,14 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False) -> dict[str, Any]:
         "already_champion": result.already_champion,
         "champion_version": champion,
         "tracking_uri": mlflow.get_tracking_uri(),
+        "step_seconds": durations,
     }
     log.info(
-        "pipeline: %s v%s %s; champion is v%s",
+        "pipeline: %s v%s %s; champion is v%s (%s)",
         cfg.model_name,
         registered["version"],
         "promoted" if result.promoted else "not promoted",
         champion,
+        ", ".join(f"{step} {seconds:.1f}s" for step, seconds in durations.items()),
     )
     return summary

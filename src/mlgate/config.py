@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +12,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_PATH = Path("config/pipeline.yaml")
+CLASSIFICATION, REGRESSION = "classification", "regression"
+Task = Literal["classification", "regression"]
 
 
 class ConfigError(ValueError):
@@ -19,6 +22,13 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_text(value: Any) -> Any:
+    """Numbers among categories or classes are the text the data holds: ``[1, 2]`` is ``["1", "2"]``."""
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+    return value
 
 
 class Feature(_Strict):
@@ -30,6 +40,8 @@ class Feature(_Strict):
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
+
+    _categories_as_text = field_validator("categories", mode="before")(_as_text)
 
     @model_validator(mode="after")
     def _check_kind(self) -> "Feature":
@@ -49,6 +61,8 @@ class DataConfig(_Strict):
     classes: list[str] | None = None
     max_invalid_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
     drop_duplicates: bool = True
+
+    _classes_as_text = field_validator("classes", mode="before")(_as_text)
 
     @field_validator("features")
     @classmethod
@@ -73,8 +87,32 @@ class DataConfig(_Strict):
         return [f.name for f in self.features if f.type == kind]
 
 
+def import_class(class_path: str) -> type:
+    """The class an import path names (``sklearn.ensemble.RandomForestClassifier``).
+
+    Raises:
+        ValueError: the module or the class cannot be imported.
+    """
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"estimator.class: cannot import {class_path!r}") from None
+
+
+def estimator_task(cls: type) -> Task | None:
+    """The task a scikit-learn estimator class is for, or None when it is neither classifier nor regressor."""
+    from sklearn.base import ClassifierMixin, RegressorMixin
+
+    if issubclass(cls, ClassifierMixin):
+        return CLASSIFICATION
+    if issubclass(cls, RegressorMixin):
+        return REGRESSION
+    return None
+
+
 class EstimatorConfig(_Strict):
-    """Any scikit-learn compatible classifier, by import path and keyword parameters."""
+    """Any scikit-learn compatible classifier or regressor, by import path and keyword parameters."""
 
     class_path: str = Field(alias="class")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -88,11 +126,18 @@ class SplitConfig(_Strict):
     stratify: bool = True
 
 
+def better_direction(metric: str) -> Literal["higher", "lower"]:
+    """Which way a metric improves: errors and losses (``*_error``, ``*_loss``, ``log_loss``) are lower."""
+    return "lower" if metric.endswith(("_error", "loss")) else "higher"
+
+
 class Threshold(_Strict):
-    """One promotion rule: an absolute floor (or ceiling) and a bound against the current champion."""
+    """One promotion rule: an absolute floor (or ceiling) and a bound against the current champion.
+
+    ``direction`` defaults to the metric's own (lower for errors and losses, higher otherwise)."""
 
     metric: str
-    direction: Literal["higher", "lower"] = "higher"
+    direction: Literal["higher", "lower"] | None = None
     min_value: float | None = None
     max_value: float | None = None
     max_regression: float | None = Field(default=None, ge=0.0)
@@ -102,6 +147,8 @@ class Threshold(_Strict):
     def _one_champion_rule(self) -> "Threshold":
         if self.max_regression is not None and self.min_improvement is not None:
             raise ValueError(f"threshold {self.metric!r}: set max_regression or min_improvement, not both")
+        if self.direction is None:
+            object.__setattr__(self, "direction", better_direction(self.metric))
         return self
 
 
@@ -127,12 +174,38 @@ class PipelineConfig(_Strict):
 
     experiment: str
     model_name: str
+    task: Task | None = None
     data: DataConfig
     estimator: EstimatorConfig
     split: SplitConfig = SplitConfig()
     promotion: PromotionConfig
     drift: DriftConfig = DriftConfig()
     outputs_dir: str = "outputs"
+
+    @model_validator(mode="after")
+    def _resolve_task(self) -> "PipelineConfig":
+        """Infer ``task`` from the estimator when absent; refuse an estimator or classes of the other task."""
+        kind = estimator_task(import_class(self.estimator.class_path))
+        task = self.task or kind
+        if task is None:
+            raise ValueError(
+                f"{self.estimator.class_path} is neither a classifier nor a regressor: set task: "
+                "classification or task: regression"
+            )
+        if kind is not None and kind != task:
+            other = "regressor" if kind == REGRESSION else "classifier"
+            raise ValueError(
+                f"{self.estimator.class_path} is a {other} but task is {task}: set task: {kind}, "
+                f"or choose a {'classifier' if task == CLASSIFICATION else 'regressor'}"
+            )
+        if task == REGRESSION and self.data.classes is not None:
+            raise ValueError("data.classes: a regression target has no classes; remove data.classes")
+        object.__setattr__(self, "task", task)
+        return self
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == REGRESSION
 
     def digest(self) -> str:
         """A stable hash of the config's content, recorded on runs and model versions."""
@@ -147,9 +220,9 @@ class PipelineConfig(_Strict):
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{where}: {msg}")
+        where = ".".join(str(p) for p in e["loc"])
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {msg}" if where else msg)
     return "; ".join(lines)
 
 

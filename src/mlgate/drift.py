@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+# The name the model's own output goes by among the reference statistics and in the drift report (not a
+# column name a table can have by accident).
+PREDICTION = "(prediction)"
 # A share of zero has no logarithm; PSI implementations floor shares at a small value.
 SHARE_FLOOR = 1e-4
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from sklearn.inspection import permutation_importance
@@ -27,12 +28,14 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
 
 
-def _evaluate_model(model_uri: str, test: pd.DataFrame, target: str, prefix: str = "") -> dict[str, float]:
+def _evaluate_model(
+    model_uri: str, test: pd.DataFrame, cfg: PipelineConfig, prefix: str = ""
+) -> dict[str, float]:
     result = mlflow.models.evaluate(
         model=model_uri,
         data=test,
-        targets=target,
-        model_type="classifier",
+        targets=cfg.data.target,
+        model_type="regressor" if cfg.is_regression else "classifier",
         evaluators=["default"],
         evaluator_config={
             "default": {
@@ -45,9 +48,26 @@ def _evaluate_model(model_uri: str, test: pd.DataFrame, target: str, prefix: str
     return {k.removeprefix(prefix): v for k, v in _scalar_metrics(result.metrics).items()}
 
 
-def _log_feature_importance(model_uri: str, test: pd.DataFrame, cfg: PipelineConfig) -> None:
+def _log_regression_plots(y: np.ndarray, predicted: np.ndarray) -> None:
+    """Residuals against predictions, and predictions against actual values, of the held-out split."""
+    residuals = y - predicted
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.scatter(predicted, residuals, s=10, alpha=0.6)
+    left.axhline(0.0, color="grey", linewidth=1)
+    left.set(xlabel="predicted", ylabel="residual (actual - predicted)", title="Residuals")
+    right.scatter(y, predicted, s=10, alpha=0.6)
+    low, high = float(min(y.min(), predicted.min())), float(max(y.max(), predicted.max()))
+    right.plot([low, high], [low, high], color="grey", linewidth=1)
+    right.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual")
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        fig.savefig(Path(tmp) / "residuals.png")
+        mlflow.log_artifacts(tmp, artifact_path="evaluation")
+    plt.close(fig)
+
+
+def _log_feature_importance(model: Any, test: pd.DataFrame, cfg: PipelineConfig) -> None:
     """Permutation importance of each input column on the held-out split, as a chart and a table."""
-    model = mlflow.sklearn.load_model(model_uri)
     features = cfg.data.feature_names
     result = permutation_importance(
         model, test[features], test[cfg.data.target], n_repeats=5, random_state=cfg.split.seed, n_jobs=1
@@ -61,7 +81,7 @@ def _log_feature_importance(model_uri: str, test: pd.DataFrame, cfg: PipelineCon
     ).sort_values("importance_mean")
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(features) + 1))
     ax.barh(table["feature"], table["importance_mean"], xerr=table["importance_std"])
-    ax.set_xlabel("permutation importance (drop in accuracy)")
+    ax.set_xlabel(f"permutation importance (drop in {'R²' if cfg.is_regression else 'accuracy'})")
     fig.tight_layout()
     with tempfile.TemporaryDirectory() as tmp:
         fig.savefig(Path(tmp) / "feature_importance.png")
@@ -85,13 +105,17 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     champion_error: str | None = None
     with allow_model_loading(), step_run(cfg, "evaluate") as run:
         mlflow.set_tag(f"{TAG_PREFIX}candidate_run_id", trained["run_id"])
-        candidate_metrics = _evaluate_model(trained["model_uri"], test, target)
-        _log_feature_importance(trained["model_uri"], test, cfg)
+        candidate_metrics = _evaluate_model(trained["model_uri"], test, cfg)
+        candidate_model = mlflow.sklearn.load_model(trained["model_uri"])
+        _log_feature_importance(candidate_model, test, cfg)
+        if cfg.is_regression:
+            predicted = np.asarray(candidate_model.predict(test[cfg.data.feature_names]), dtype=float)
+            _log_regression_plots(test[target].to_numpy(dtype=float), predicted)
         if champion is not None:
             mlflow.set_tag(f"{TAG_PREFIX}champion_version", str(champion.version))
             try:
                 champion_metrics = _evaluate_model(
-                    f"models:/{cfg.model_name}/{champion.version}", test, target, prefix="champion_"
+                    f"models:/{cfg.model_name}/{champion.version}", test, cfg, prefix="champion_"
                 )
             except (MlflowException, KeyError, ValueError) as exc:
                 champion_error = f"the champion (version {champion.version}) cannot score this split: {exc}"
@@ -110,6 +134,7 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
             else {"version": str(champion.version), "run_id": champion.run_id, "metrics": champion_metrics}
         ),
         "champion_error": champion_error,
+        "task": cfg.task,
         "test_rows": len(test),
         "gate": decision.to_dict(),
     }

@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
 import skops.io
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
@@ -54,6 +56,13 @@ def _flat_params(cfg: PipelineConfig) -> dict[str, Any]:
     return params
 
 
+def _train_metric(cfg: PipelineConfig, y: np.ndarray, fitted: np.ndarray) -> dict[str, float]:
+    """How well the model fits its own training rows: accuracy, or RMSE for regression."""
+    if cfg.is_regression:
+        return {"train_rmse": float(np.sqrt(np.mean((y.astype(float) - fitted) ** 2)))}
+    return {"train_accuracy": float((fitted == y).mean())}
+
+
 def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     """Split the validated data, fit the pipeline and log model, params, reference stats and lineage tags.
 
@@ -66,19 +75,20 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     """
     validated = read_step_result(cfg.outputs, "validate") if data_path is None else {}
     table = read_table(data_path or validated["accepted_path"])
-    typed, reasons = d.coerce_types(table, cfg.data)
+    typed, reasons = d.coerce_types(table, cfg.data, cfg.task)
     if reasons:
         raise ValueError(
             f"{len(reasons)} rows of the training data fail type checks: run `mlgate validate` first"
         )
-    train_df, test_df = d.split(typed, cfg.data, cfg.split)
+    train_df, test_df = d.split(typed, cfg.data, cfg.split, cfg.task)
     features, target = cfg.data.feature_names, cfg.data.target
     X_train, y_train = train_df[features], train_df[target]
 
-    model = build_pipeline(cfg.data, cfg.estimator).fit(X_train, y_train)
-    train_accuracy = float((model.predict(X_train) == y_train).mean())
+    model = build_pipeline(cfg.data, cfg.estimator, cfg.task).fit(X_train, y_train)
+    fitted = model.predict(X_train)
+    train_metric = _train_metric(cfg, y_train.to_numpy(), fitted)
     signature = infer_signature(X_train, model.predict(X_train.head(20)))
-    stats = reference_stats(train_df, cfg.data)
+    stats = reference_stats(train_df, cfg.data, predictions=pd.Series(fitted), task=cfg.task)
     dataset = mlflow.data.from_pandas(
         train_df, source=validated.get("accepted_path", data_path), targets=target
     )
@@ -90,9 +100,7 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     with step_run(cfg, "train") as run:
         mlflow.log_input(dataset, context="training")
         mlflow.log_params(_flat_params(cfg))
-        mlflow.log_metrics(
-            {"train_accuracy": train_accuracy, "train_rows": len(train_df), "test_rows": len(test_df)}
-        )
+        mlflow.log_metrics({**train_metric, "train_rows": len(train_df), "test_rows": len(test_df)})
         mlflow.set_tags({f"{TAG_PREFIX}data_digest": dataset.digest, f"{TAG_PREFIX}git_commit": commit})
         mlflow.log_dict(stats, REFERENCE_ARTIFACT)
         info = mlflow.sklearn.log_model(
@@ -105,7 +113,8 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
             metadata={
                 "mlgate": {
                     "target": target,
-                    "classes": [str(c) for c in model.classes_],
+                    "task": cfg.task,
+                    "classes": [str(c) for c in getattr(model, "classes_", [])],
                     "features": [f.model_dump() for f in cfg.data.features],
                     "reference_stats": stats,
                     "git_commit": commit,
@@ -115,11 +124,12 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
             },
         )
     log.info(
-        "train: %s on %d rows (%d held out), train accuracy %.4f, model %s",
+        "train: %s (%s) on %d rows (%d held out), %s, model %s",
         cfg.estimator.class_path,
+        cfg.task,
         len(train_df),
         len(test_df),
-        train_accuracy,
+        ", ".join(f"{k} {v:.4f}" for k, v in train_metric.items()),
         info.model_uri,
     )
     summary = {
@@ -131,7 +141,9 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
         "dataset_digest": dataset.digest,
         "git_commit": commit,
         "config_hash": cfg.digest(),
-        "train_accuracy": train_accuracy,
+        "task": cfg.task,
+        "train_rows": len(train_df),
+        **train_metric,
     }
     write_json(summary, out / "train.json")
     return summary

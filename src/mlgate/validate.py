@@ -29,11 +29,12 @@ def validate(cfg: PipelineConfig, source: str | None = None) -> dict[str, Any]:
         The step result written to ``<outputs>/validate.json``: counts, paths, dataset digest and run id.
 
     Raises:
-        DataSourceError, SchemaMismatchError, TooManyInvalidRowsError: with a message naming the problem.
+        DataSourceError, SchemaMismatchError, TaskMismatchError, TooManyInvalidRowsError: with a message
+        naming the problem.
     """
     source = source or cfg.data.source
     raw = read_table(source)
-    result = d.check_rows(raw, cfg.data)
+    result = d.check_rows(raw, cfg.data, cfg.task)
     accepted, quarantined = result.accepted, result.quarantined
     assert result.rows_in == len(accepted) + len(quarantined)  # nosec B101 - invariant of check_rows
     out = cfg.outputs

@@ -72,3 +72,58 @@ def test_digest_is_stable_and_tracks_content():
     a, b = load_config(DEFAULT_CONFIG), load_config(DEFAULT_CONFIG)
     assert a.digest() == b.digest()
     assert a.digest() != load_config(DEFAULT_CONFIG, {"split.seed": 7}).digest()
+
+
+def test_integer_categories_and_classes_are_read_as_text():
+    cfg = load_config(
+        DEFAULT_CONFIG,
+        {
+            "data.classes": [0, 1],
+            "data.features": [{"name": "grade", "type": "categorical", "categories": [1, 2, 3]}],
+        },
+    )
+    assert cfg.data.features[0].categories == ["1", "2", "3"] and cfg.data.classes == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            {"task": "classification", "estimator.class": "sklearn.linear_model.Ridge"},
+            "Ridge is a regressor but task is classification: set task: regression, or choose a classifier",
+        ),
+        (
+            {"task": "regression"},
+            "RandomForestClassifier is a classifier but task is regression: set task: classification",
+        ),
+        (
+            {"estimator.class": "sklearn.linear_model.Ridge"},
+            "data.classes: a regression target has no classes; remove data.classes",
+        ),
+        ({"estimator.class": "sklearn.preprocessing.StandardScaler"}, "neither a classifier nor a regressor"),
+        ({"estimator.class": "sklearn.nowhere.Model"}, "estimator.class: cannot import"),
+    ],
+)
+def test_task_and_estimator_must_agree_in_one_line(override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(DEFAULT_CONFIG, override)
+    assert "\n" not in str(err.value)
+
+
+def test_task_is_inferred_and_directions_follow_the_metric():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.task == "classification" and not cfg.is_regression
+    regression = load_config(
+        DEFAULT_CONFIG,
+        {
+            "estimator.class": "sklearn.linear_model.Ridge",
+            "data.classes": None,
+            "promotion.thresholds": [
+                {"metric": "root_mean_squared_error"},
+                {"metric": "r2_score"},
+                {"metric": "mean_absolute_error", "direction": "higher"},
+            ],
+        },
+    )
+    assert regression.task == "regression"
+    assert [t.direction for t in regression.promotion.thresholds] == ["lower", "higher", "higher"]

@@ -137,6 +137,9 @@ def _constants(path: Path) -> list[object]:
         ("local[*]", "mlgate.batch.options"),
         (100_000, "mlgate.batch.options"),
         ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "mlgate.models"),
+        ("regression", "mlgate.config"),
+        ("classification", "mlgate.config"),
+        ("(prediction)", "mlgate.drift"),
     ],
 )
 def test_a_shared_value_is_written_in_one_module(value: object, home: str) -> None:

@@ -24,7 +24,8 @@ from mlgate.batch.check import check_chunk
 from mlgate.batch.options import ScoreOptions
 from mlgate.batch.read import Chunk, Unreadable
 from mlgate.bundle import resolve_model
-from mlgate.drift import DriftAccumulator, DriftCounts, DriftReport, to_markdown
+from mlgate.config import CLASSIFICATION, REGRESSION
+from mlgate.drift import PREDICTION, DriftAccumulator, DriftCounts, DriftReport, to_markdown
 from mlgate.io import Staged, remove, remove_stale_temporaries, sibling, table_format
 from mlgate.modelio import (
     Column,
@@ -66,11 +67,17 @@ class BatchModel(_Typed):
     version: str
     inputs: tuple[Column, ...]
     classes: tuple[str, ...]
+    task: str = CLASSIFICATION
     reference: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @property
     def proba_columns(self) -> list[str]:
         return [f"proba_{c}" for c in self.classes]
+
+    @property
+    def prediction_type(self) -> pa.DataType:
+        """A regressor's predictions are numbers; a classifier's labels are text."""
+        return pa.float64() if self.task == REGRESSION else pa.string()
 
     def needed(self, keys: tuple[str, ...]) -> list[str]:
         """The input columns a job reads: its keys and the model's inputs."""
@@ -80,7 +87,7 @@ class BatchModel(_Typed):
         """The columns of the scores: where each row came from, its keys, the prediction and the model."""
         fields = [(SOURCE_FILE, pa.string()), (SOURCE_ROW, pa.int64())]
         fields += [(k, pa.string()) for k in keys]
-        fields += [("prediction", pa.string())] + [(c, pa.float64()) for c in self.proba_columns]
+        fields += [("prediction", self.prediction_type)] + [(c, pa.float64()) for c in self.proba_columns]
         fields += [
             ("model_name", pa.string()),
             ("model_version", pa.string()),
@@ -112,19 +119,20 @@ def load_batch_model(uri: str, workdir: Path) -> BatchModel:
         version=str(version),
         inputs=inputs,
         classes=tuple(str(c) for c in meta.get("classes") or []),
+        task=meta.get("task") or CLASSIFICATION,
         reference=meta.get("reference_stats") or {},
     )
 
 
 class Prediction(_Typed):
-    """A chunk's class probabilities and labels, the rows the model refused (index -> why) and the drift
-    counts of the rows it scored."""
+    """A chunk's class probabilities and labels (a regressor's: no probability columns and its values), the
+    rows the model refused (index -> why) and the drift counts of the rows it scored, its output included."""
 
     proba: np.ndarray
     labels: np.ndarray
     agree: bool
     refused: dict[int, str]
-    drift: DriftCounts | None  # None: the caller counts drift itself (see Scorer.score)
+    drift: DriftCounts
 
 
 class Scorer:
@@ -133,11 +141,16 @@ class Scorer:
     def __init__(self, path: str | Path) -> None:
         mlmodel = read_mlmodel(path)
         self.pipeline = load_pipeline(path, mlmodel)
-        self.reference = ((mlmodel.get("metadata") or {}).get("mlgate") or {}).get("reference_stats") or {}
+        meta = (mlmodel.get("metadata") or {}).get("mlgate") or {}
+        self.reference = meta.get("reference_stats") or {}
+        self.regression = (meta.get("task") or CLASSIFICATION) == REGRESSION
 
     def _run(
         self, features: pd.DataFrame, check: bool, use_predict: bool
     ) -> tuple[np.ndarray, np.ndarray, bool]:
+        if self.regression:
+            values = np.asarray(self.pipeline.predict(features), dtype=np.float64)
+            return np.empty((len(features), 0)), values, True
         proba = np.asarray(self.pipeline.predict_proba(features), dtype=np.float64)
         labels = np.asarray(self.pipeline.classes_)[np.argmax(proba, axis=1)]
         agree = True
@@ -150,7 +163,7 @@ class Scorer:
     def _refused(self, features: pd.DataFrame, rows: np.ndarray, found: dict[int, str]) -> None:
         """Find the rows the model refuses by halving: the halves it accepts are done in one call each."""
         try:
-            self.pipeline.predict_proba(features.iloc[rows])
+            (self.pipeline.predict if self.regression else self.pipeline.predict_proba)(features.iloc[rows])
             return
         except ValueError as exc:
             if len(rows) == 1:
@@ -164,16 +177,15 @@ class Scorer:
         self._refused(features, rows[:half], found)
         self._refused(features, rows[half:], found)
 
-    def score(
-        self, features: pd.DataFrame, check: bool, use_predict: bool, drift: bool = True
-    ) -> Prediction:
+    def score(self, features: pd.DataFrame, check: bool, use_predict: bool, drift: bool = True) -> Prediction:
         """Probabilities and labels of one chunk. The label is the most probable class (what ``predict``
         computes for forests, boosting and linear models), so the model runs once; ``check`` compares with
         ``predict``, and ``use_predict`` calls it for models whose ``predict`` disagrees. Rows the model
         raises on (a ValueError, as scikit-learn does for bad input) are set aside, the others scored.
         ``drift``: also count the scored rows for the drift report (False: the caller does, e.g. the local
         engine's reader, which waits on the workers and has the time; counting in the workers made a heavy
-        model 10-15% slower at 1M rows, bench/README.md)."""
+        model 10-15% slower at 1M rows, bench/README.md). The model's output (``PREDICTION``) is counted
+        either way: with ``drift=False`` the counts hold only it, and no rows, to add to the caller's."""
         refused: dict[int, str] = {}
         try:
             proba, labels, agree = self._run(features, check, use_predict)
@@ -182,12 +194,13 @@ class Scorer:
             keep = np.setdiff1d(np.arange(len(features)), np.fromiter(refused, dtype=np.int64))
             features = features.iloc[keep]
             proba, labels, agree = self._run(features, check, use_predict)
-        counts = None
+        acc = DriftAccumulator(self.reference)
         if drift:
-            acc = DriftAccumulator(self.reference)
-            acc.update(features)
-            counts = acc.counts()
-        return Prediction(proba=proba, labels=labels, agree=agree, refused=refused, drift=counts)
+            acc.update(features.assign(**{PREDICTION: labels}))
+        else:  # the output only, which the caller cannot see; rows are the caller's to count
+            acc.update(pd.DataFrame({PREDICTION: labels}))
+            acc.rows = 0
+        return Prediction(proba=proba, labels=labels, agree=agree, refused=refused, drift=acc.counts())
 
 
 # --- one chunk ----------------------------------------------------------------------------------------------
@@ -305,7 +318,7 @@ def score_tables(
         ids = ids.take(pa.array(np.setdiff1d(np.arange(ids.num_rows), idx)))
     n = ids.num_rows
     cols: dict[str, Any] = {name: ids.column(name) for name in ids.column_names}
-    cols["prediction"] = pa.array(prediction.labels, pa.string())
+    cols["prediction"] = pa.array(prediction.labels, model.prediction_type)
     for i, name in enumerate(model.proba_columns):
         cols[name] = pa.array(prediction.proba[:, i])
     cols["model_name"] = pa.repeat(pa.scalar(model.name, pa.string()), n)

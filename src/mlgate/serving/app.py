@@ -140,7 +140,9 @@ def _openapi(
 def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
     """The service around a loaded model; ``/ready`` turns 200 once start-up (with a warm-up) is done."""
     service = Service(settings, model)
-    PredictRequest, PredictResponse = schemas.predict_models(model.columns, settings.max_rows)
+    PredictRequest, PredictResponse = schemas.predict_models(
+        model.columns, settings.max_rows, model.is_regressor
+    )
     example = model.input_example[:2]
 
     follower = service.follower() if settings.follow else None
@@ -282,7 +284,8 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         },
     )
     async def predict(request: Request) -> Any:
-        """Typed scoring: named features in, the most probable class and every class probability out."""
+        """Typed scoring: named features in, the most probable class and every class probability out (a
+        regressor: the predicted value)."""
         served = service.model
         service.served_by(request, served)
         body = await request.body()
@@ -310,11 +313,15 @@ def create_app(settings: ServingSettings, model: ServedModel) -> FastAPI:
         if (late := service.timed_out(request, predicted=True)) is not None:
             return late
         classes = [str(c) for c in served.classes]
-        return PredictResponse(
-            predictions=[
+        if served.is_regressor:
+            rows: list[dict[str, Any]] = [{"value": value} for value in labels]
+        else:
+            rows = [
                 {"label": label, "probabilities": dict(zip(classes, p))}
                 for label, p in zip(labels, proba.tolist())
-            ],
+            ]
+        return PredictResponse(
+            predictions=rows,
             model_name=served.info.get("name"),
             model_version=served.version,
         )

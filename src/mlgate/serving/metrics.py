@@ -7,6 +7,7 @@ import os
 from collections import Counter as Tally
 from typing import Any
 
+from mlgate.config import REGRESSION
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -147,6 +148,7 @@ class ServiceMetrics:
 
     def set_model(self, model_info: dict[str, Any]) -> None:
         """Report ``model_info`` as the served model (the only one)."""
+        self.count_classes = model_info.get("task") != REGRESSION
         self.info.clear()
         self.info.labels(*(str(model_info.get(k) or "") for k in ("name", "version", "alias", "run_id"))).set(
             1
@@ -161,8 +163,10 @@ class ServiceMetrics:
         self.latency.labels(*labels).observe(seconds)
 
     def observe_predictions(self, route: str, labels: list[Any], version: str) -> None:
-        """Count the predicted classes of one request."""
+        """Count the predicted classes of one request (a regressor's values only as rows)."""
         self.rows.labels(route, version).inc(len(labels))
+        if not self.count_classes:
+            return
         for cls, n in Tally(map(str, labels)).items():
             self.predictions.labels(cls, version).inc(n)
 

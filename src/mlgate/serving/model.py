@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlgate.config import CLASSIFICATION, REGRESSION
 from mlgate.modelio import (
     Column,
     ModelLoadError,
@@ -110,6 +111,11 @@ class ServedModel:
         return [c.item() if hasattr(c, "item") else c for c in getattr(self.pipeline, "classes_", [])]
 
     @property
+    def is_regressor(self) -> bool:
+        """A model of numbers (no classes): it answers values, without probabilities."""
+        return not hasattr(self.pipeline, "classes_")
+
+    @property
     def version(self) -> str:
         return str(self.info.get("version") or "unknown")
 
@@ -151,7 +157,10 @@ class ServedModel:
         return self.pipeline.predict(X).tolist()
 
     def predict_proba(self, X: pd.DataFrame) -> tuple[list[Any], np.ndarray]:
-        """The most probable class and the class probabilities of each row (one pass through the pipeline)."""
+        """The most probable class and the class probabilities of each row (one pass through the pipeline);
+        for a regressor, its predicted values and no probabilities (an array of zero columns)."""
+        if self.is_regressor:
+            return self.pipeline.predict(X).tolist(), np.empty((len(X), 0))
         proba = self.pipeline.predict_proba(X)
         labels = np.asarray(self.pipeline.classes_).take(proba.argmax(axis=1)).tolist()
         return labels, proba
@@ -217,6 +226,7 @@ def load_served_model(folder: str | Path, overrides: dict[str, str | None] | Non
             "inputs": json.loads(mlmodel["signature"]["inputs"]),
             "outputs": json.loads(mlmodel["signature"].get("outputs") or "null"),
         },
+        "task": mlgate_meta.get("task") or (CLASSIFICATION if hasattr(pipeline, "classes_") else REGRESSION),
         "classes": [str(c) for c in getattr(pipeline, "classes_", [])],
         "sklearn_version": flavor.get("sklearn_version"),
         "packages": _package_versions(),

@@ -40,8 +40,11 @@ def row_model(columns: list[Column]) -> type[BaseModel]:
     return create_model("PredictRow", __config__=ConfigDict(strict=True, extra="forbid"), **fields)
 
 
-def predict_models(columns: list[Column], max_rows: int) -> tuple[type[BaseModel], type[BaseModel]]:
-    """The /predict request (records of typed rows) and response (label, probabilities, model version)."""
+def predict_models(
+    columns: list[Column], max_rows: int, regression: bool = False
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The /predict request (records of typed rows) and response: per row the label and class
+    probabilities, or for a regressor the predicted value; and the model version."""
     request = create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
@@ -55,8 +58,11 @@ def predict_models(columns: list[Column], max_rows: int) -> tuple[type[BaseModel
         label: str | int | float | bool = Field(description="The most probable class.")
         probabilities: dict[str, float] = Field(description="Probability of each class.")
 
+    class ValuePrediction(BaseModel):
+        value: float = Field(description="The predicted number.")
+
     class PredictResponse(BaseModel):
-        predictions: list[Prediction]
+        predictions: list[ValuePrediction] if regression else list[Prediction]  # type: ignore[valid-type]
         model_name: str | None
         model_version: str | None = Field(description="The version that scored this request.")
 

@@ -85,7 +85,7 @@ def _score(
     seconds = time.perf_counter() - start
     agreed = sum(1 for a, b in zip(labels, live_labels) if a == b)
     differences: tuple[float, ...] = ()
-    if live_proba is not None and proba.shape == np.shape(live_proba):
+    if live_proba is not None and proba.shape == np.shape(live_proba) and proba.shape[1]:
         differences = tuple(np.abs(proba - np.asarray(live_proba)).max(axis=1).tolist())
     return ShadowResult(rows=n_rows, agreed=agreed, differences=differences, seconds=seconds)
 

@@ -67,6 +67,8 @@ def server_metadata() -> dict[str, Any]:
 
 
 def _label_datatype(model: ServedModel) -> str:
+    if model.is_regressor:
+        return "FP64"
     kinds = {type(c) for c in model.classes}
     if kinds <= {str}:
         return "BYTES"
@@ -75,8 +77,14 @@ def _label_datatype(model: ServedModel) -> str:
     return "INT64" if kinds <= {int} else "FP64"
 
 
+def model_outputs(model: ServedModel) -> tuple[str, ...]:
+    """The outputs of ``model``: a regressor's label is its value, and it has no probabilities."""
+    return OUTPUTS[:1] if model.is_regressor else OUTPUTS
+
+
 def model_metadata(model: ServedModel) -> dict[str, Any]:
-    """``GET /v2/models/{name}``: inputs per signature column, the label and probability outputs."""
+    """``GET /v2/models/{name}``: inputs per signature column, the label and probability outputs (a
+    regressor: the label only, its predicted value)."""
     return {
         "name": model_name(model),
         "versions": [model.version],
@@ -85,7 +93,7 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
         "outputs": [
             {"name": "label", "datatype": _label_datatype(model), "shape": [-1]},
             {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(model.classes)]},
-        ],
+        ][: len(model_outputs(model))],
     }
 
 
@@ -150,8 +158,11 @@ def _shape_rows(shape: Any, where: str) -> int:
     return shape[0]
 
 
-def parse_infer(body: bytes, header_length: str | None, columns: list[Column]) -> InferRequest:
-    """An infer request body (JSON, or JSON then binary tensors) as named columns.
+def parse_infer(
+    body: bytes, header_length: str | None, columns: list[Column], model_outputs: tuple[str, ...] = OUTPUTS
+) -> InferRequest:
+    """An infer request body (JSON, or JSON then binary tensors) as named columns; the outputs asked for
+    (default: all of ``model_outputs``).
 
     Raises:
         V2Error: the body, a tensor's name, datatype, shape or data is not what the model takes.
@@ -227,15 +238,15 @@ def parse_infer(body: bytes, header_length: str | None, columns: list[Column]) -
         raise V2Error(f"every input must have the same number of rows, got {sorted(rows)}")
     outputs = request.get("outputs")
     if outputs is None:
-        wanted: tuple[str, ...] = OUTPUTS
+        wanted: tuple[str, ...] = model_outputs
     else:
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
             raise V2Error("outputs must be an array of objects with a name")
         wanted = tuple(o.get("name") for o in outputs)  # type: ignore[misc]
-        unknown = [o for o in wanted if o not in OUTPUTS]
+        unknown = [o for o in wanted if o not in model_outputs]
         if unknown or not wanted:
             raise V2Error(
-                f"outputs {show(unknown)} are not outputs of the model; its outputs are {list(OUTPUTS)}"
+                f"outputs {show(unknown)} are not outputs of the model; its outputs are {list(model_outputs)}"
             )
     return InferRequest(parsed, rows.pop(), request_id, wanted)
 
@@ -316,7 +327,9 @@ def add_v2_routes(app: FastAPI, service: Service) -> None:
         try:
             served = addressed(name, version)
             service.served_by(request, served)
-            parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), served.columns)
+            parsed = parse_infer(
+                body, request.headers.get(HEADER_LENGTH), served.columns, model_outputs(served)
+            )
             if parsed.n_rows > service.settings.max_rows:
                 raise V2Error(f"{parsed.n_rows} rows is over the limit of {service.settings.max_rows}", 413)
             labels, proba = served.predict_proba(served.frame(parsed.columns, parsed.n_rows))

@@ -226,7 +226,11 @@ def test_set_images_pins_the_digests_the_pipeline_pushed(tmp_path: Path) -> None
 
 def _make(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(  # nosec B603 B607
-        ["make", "--no-print-directory", "--silent", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+        ["make", "--no-print-directory", "--silent", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -16,7 +16,14 @@ import click
 
 from mlgate.client import apply_client_defaults
 from mlgate.batch.options import DEFAULT_CHUNK_ROWS, DEFAULT_SPARK_MASTER, ENGINES
-from mlgate.config import DEFAULT_CONFIG_PATH, DriftConfig, load_config
+from mlgate.config import (
+    CLASSIFICATION,
+    DEFAULT_CONFIG_PATH,
+    REGRESSION,
+    TASK_AUTO,
+    DriftConfig,
+    load_config,
+)
 from mlgate.errors import EXIT_DRIFT, EXIT_EMPTY, EXIT_ERROR, EXIT_REJECTED, describe_error
 from mlgate.mlflow_noise import quiet_known_mlflow_noise
 from mlgate.timing import timed
@@ -85,6 +92,32 @@ def _blank_is_none(_ctx: click.Context, _param: click.Parameter, value: str | No
 
 def _config(ctx: click.Context, **overrides: Any):
     return load_config(ctx.obj["config_path"], {k: v for k, v in overrides.items() if v is not None})
+
+
+@cli.command("init")
+@click.argument("data")
+@click.option("--target", required=True, help="The column to predict.")
+@click.option(
+    "--task",
+    type=click.Choice([TASK_AUTO, CLASSIFICATION, REGRESSION]),
+    default=TASK_AUTO,
+    show_default=True,
+    help="auto: classification for text or a few whole numbers, regression for other numbers.",
+)
+@click.option("--out", default=None, help="Write the config to this file (default: print it).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@step_command
+def init_cmd(data: str, target: str, task: str, out: str | None, force: bool) -> None:
+    """Guess a commented pipeline config from a CSV or Parquet sample (types, ranges, classes, thresholds)."""
+    from mlgate.scaffold import init_config
+
+    text, guess = init_config(data, target, task, out, force)
+    for note in guess.notes:
+        click.echo(f"mlgate init: {note}", err=True)
+    if out:
+        click.echo(f"mlgate init: wrote {out}; review it, then `make pipeline CONFIG={out}`", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 @cli.command("validate")

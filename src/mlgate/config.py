@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DEFAULT_CONFIG_PATH = Path("config/pipeline.yaml")
 CLASSIFICATION, REGRESSION = "classification", "regression"
+TASK_AUTO = "auto"  # `mlgate init --task auto`: guess it from the target
 Task = Literal["classification", "regression"]
 
 

@@ -256,9 +256,9 @@ KINDS = {
     ),
     "duplicate header: another column twice": Kind(duplicated("year")),
     "Parquet column of the wrong type": Kind(
-        parquet(lambda df: df.assign(sex=1)),
+        parquet(lambda df: df.assign(sex=1.5)),
         quarantined=ROWS,
-        reason="sex: has type int64, expected a string",
+        reason="sex: has type double, expected a string",
         exit_code=EXIT_EMPTY,
     ),
     "Parquet: NaN, categorical and int columns": Kind(

@@ -130,11 +130,23 @@ def test_model_without_signature_is_refused(trained_model: dict, tmp_path: Path)
 
 def test_parquet_column_of_the_wrong_type(trained_model: dict, tmp_path: Path) -> None:
     df = pd.read_csv(PENGUINS).head(20)
-    df["sex"] = 1
+    df["sex"] = 1.5
     df.to_parquet(tmp_path / "in.parquet")
     summary = run_score(trained_model, tmp_path / "in.parquet", tmp_path / "o.parquet")
     assert summary.rows_quarantined == 20 and summary.rows_scored == 0
-    assert "sex: has type int64, expected a string" in summary.quarantine_reasons
+    assert "sex: has type double, expected a string" in summary.quarantine_reasons
+
+
+def test_whole_number_categories_in_parquet_are_read_as_their_text(
+    trained_model: dict, tmp_path: Path
+) -> None:
+    df = pd.read_csv(PENGUINS).head(20)
+    df["sex"] = pd.array([1, None] * 10, dtype="Int64")  # codes, as training would have read them: "1"
+    df.to_parquet(tmp_path / "in.parquet")
+    summary = run_score(trained_model, tmp_path / "in.parquet", tmp_path / "o.parquet")
+    assert summary.rows_scored == 20
+    drift = json.loads(Path(summary.outputs.drift_json).read_text())
+    assert drift["features"]["sex"]["unseen_categories"] == ["1"]
 
 
 def test_failure_midway_leaves_no_output(trained_model: dict, tmp_path: Path, monkeypatch) -> None:

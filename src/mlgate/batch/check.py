@@ -203,6 +203,10 @@ def check_chunk(chunk: Chunk, inputs: tuple[Column, ...], keys: tuple[str, ...] 
                     f"{col.name}: a value spanning lines",
                     lambda i, c=col.name: f"{c}: {raw(c)(i)!r} spans lines (an unclosed quote?)",
                 )
+        elif pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
+            # categories written as whole numbers (or flags): training read them as their text
+            values = pd.Series(pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+            columns[col.name] = values.where(values.notna(), np.nan)
         else:
             problems.everywhere(f"{col.name}: has type {arr.type}, expected a string")
             columns[col.name] = np.full(n, np.nan)

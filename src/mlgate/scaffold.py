@@ -17,7 +17,7 @@ from mlgate.config import CLASSIFICATION, REGRESSION, TASK_AUTO, ConfigError, Pi
 from mlgate.data import MAX_FLOAT_CLASSES
 from mlgate.io import read_table
 
-SAMPLE_ROWS = 100_000
+SAMPLE_ROWS = 50_000
 # Up to this many distinct values a text column lists its categories (more: any value is accepted).
 MAX_LISTED_CATEGORIES = 50
 # A whole-number column with at most this many distinct values is taken as categorical (codes, flags).

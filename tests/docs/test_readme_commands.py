@@ -298,3 +298,14 @@ def test_every_readme_command_runs_in_a_fresh_shell(fresh_copy, tmp_path):
     assert _shape(answer) == _shape(json_after(text, "curl -fsS http://127.0.0.1:8080/predict"))
     records = json.loads(re.search(r"-d '(.*)'", predict).group(1))["records"]
     assert len(answer["predictions"]) == len(records)
+
+    # Batch throughput says what it counts: progress from the end of start-up, the summary both ways.
+    score = session.outputs["make score"]
+    assert re.search(r"\([\d,]+ rows/s while scoring\)", score.stderr), score.stderr
+    assert re.search(
+        r"rows/s after start-up \(until the outputs are written\), [\d,]+ rows/s including start-up",
+        score.stderr,
+    ), score.stderr
+    scored = json.loads((root / "outputs" / "scores.summary.json").read_text())
+    assert scored["rows_per_second_with_startup"] <= scored["rows_per_second_after_startup"]
+    assert scored["wall_seconds"] >= scored["startup_seconds"] > 0

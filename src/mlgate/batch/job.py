@@ -418,9 +418,13 @@ class ScoreSummary(BaseModel):
     drifted_features: list[str]
     psi_threshold: float
     scored_at: datetime
-    startup_seconds: float
-    wall_seconds: float
-    rows_per_second: float
+    startup_seconds: float = Field(description="Model download and load, worker start.")
+    wall_seconds: float = Field(description="The whole job, start-up included.")
+    rows_per_second_after_startup: float = Field(
+        description="rows_in / (wall_seconds - startup_seconds): reading, scoring, stopping the workers, "
+        "writing the outputs and the drift report (for a small input, mostly the fixed cost of finishing)."
+    )
+    rows_per_second_with_startup: float = Field(description="rows_in / wall_seconds: start-up included.")
     outputs: OutputPaths
 
 
@@ -512,7 +516,8 @@ def finish(
             scored_at=scored_at,
             startup_seconds=round(startup, 3),
             wall_seconds=round(wall, 3),
-            rows_per_second=round(result.counts.rows_in / max(wall - startup, 1e-9), 1),
+            rows_per_second_after_startup=round(result.counts.rows_in / max(wall - startup, 1e-9), 1),
+            rows_per_second_with_startup=round(result.counts.rows_in / max(wall, 1e-9), 1),
             outputs=paths,
         )
         summary_file = _write_staged(summary.model_dump_json(indent=2) + "\n", paths.summary)
@@ -525,7 +530,9 @@ def finish(
         s.commit()
     summary_file.commit()
     log.info(
-        "score (%s): %d rows in, %d scored, %d quarantined, %d unreadable file(s) -> %s (drifted: %s)",
+        "score (%s): %d rows in, %d scored, %d quarantined, %d unreadable file(s) -> %s (drifted: %s); "
+        "%.2fs in all, start-up %.2fs: %s rows/s after start-up (until the outputs are written), "
+        "%s rows/s including start-up",
         options.engine,
         summary.rows_in,
         summary.rows_scored,
@@ -533,5 +540,9 @@ def finish(
         summary.files_unreadable,
         paths.output,
         ", ".join(report.drifted) or "none",
+        summary.wall_seconds,
+        summary.startup_seconds,
+        f"{summary.rows_per_second_after_startup:,.0f}",
+        f"{summary.rows_per_second_with_startup:,.0f}",
     )
     return summary

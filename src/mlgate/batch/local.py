@@ -121,7 +121,8 @@ class Predictor:
 
 
 class _Progress:
-    """Rows and rows/s: rewritten in place on a terminal, a log line every ``PROGRESS_SECONDS`` otherwise."""
+    """Rows and rows/s since scoring began (start-up excluded): rewritten in place on a terminal, a log line
+    every ``PROGRESS_SECONDS`` otherwise."""
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
@@ -135,7 +136,7 @@ class _Progress:
         self.last = now
         rate = counts.rows_scored / max(now - self.start, 1e-9)
         done, set_aside = counts.rows_scored, counts.rows_quarantined
-        text = f"scored {done:,} rows, quarantined {set_aside:,} ({rate:,.0f} rows/s)"
+        text = f"scored {done:,} rows, quarantined {set_aside:,} ({rate:,.0f} rows/s while scoring)"
         if self.tty:
             sys.stderr.write(f"\r{text}" + ("\n" if force else ""))
             sys.stderr.flush()

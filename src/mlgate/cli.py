@@ -180,11 +180,13 @@ def register_cmd(ctx: click.Context) -> None:
 @click.pass_context
 @step_command
 def promote_cmd(ctx: click.Context, dry_run: bool) -> None:
-    """The gate: move the champion alias to the challenger if every threshold passes (exit 3 if not)."""
+    """The gate: move the champion alias to the challenger if every threshold passes (exit 3 if not: "hold"
+    when the evidence is inconclusive, "reject" when it is worse)."""
     from mlgate.registry import promote
 
     decision = promote(_config(ctx), dry_run=dry_run)
     if not decision.passed:
+        click.echo(f"mlgate promote: {decision.verdict}: the champion stays at {decision.previous}", err=True)
         sys.exit(EXIT_REJECTED)
 
 

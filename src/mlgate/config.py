@@ -143,6 +143,7 @@ class Threshold(_Strict):
     max_value: float | None = None
     max_regression: float | None = Field(default=None, ge=0.0)
     min_improvement: float | None = None
+    confidence: float | None = Field(default=None, gt=0.5, lt=1.0)
 
     @model_validator(mode="after")
     def _one_champion_rule(self) -> "Threshold":
@@ -150,7 +151,35 @@ class Threshold(_Strict):
             raise ValueError(f"threshold {self.metric!r}: set max_regression or min_improvement, not both")
         if self.direction is None:
             object.__setattr__(self, "direction", better_direction(self.metric))
+        if self.confidence is not None:
+            _check_paired(self.metric, f"threshold {self.metric!r}: confidence")
         return self
+
+
+def _check_paired(metric: str, where: str) -> None:
+    from mlgate.evidence import PAIRED_METRICS
+
+    if metric not in PAIRED_METRICS:
+        raise ValueError(f"{where}: no paired test for {metric!r}; one of {', '.join(PAIRED_METRICS)}")
+
+
+class SliceRule(_Strict):
+    """No slice (the rows sharing one value of a categorical feature) may get worse than under the champion
+    by more than ``max_regression``; slices of fewer than ``min_rows`` held-out rows are not judged."""
+
+    feature: str
+    metric: str
+    max_regression: float = Field(ge=0.0)
+    min_rows: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> "SliceRule":
+        _check_paired(self.metric, f"slice rule on {self.feature!r}")
+        return self
+
+    @property
+    def direction(self) -> Literal["higher", "lower"]:
+        return better_direction(self.metric)
 
 
 class AliasConfig(_Strict):
@@ -160,6 +189,8 @@ class AliasConfig(_Strict):
 
 class PromotionConfig(_Strict):
     thresholds: list[Threshold] = Field(min_length=1)
+    slices: list[SliceRule] = Field(default_factory=list)
+    bootstrap_resamples: int = Field(default=1000, ge=100)
     aliases: AliasConfig = AliasConfig()
     lock_timeout_seconds: float = Field(default=120.0, gt=0.0)
 
@@ -201,6 +232,13 @@ class PipelineConfig(_Strict):
             )
         if task == REGRESSION and self.data.classes is not None:
             raise ValueError("data.classes: a regression target has no classes; remove data.classes")
+        categorical = self.data.features_of("categorical")
+        for rule in self.promotion.slices:
+            if rule.feature not in categorical:
+                raise ValueError(
+                    f"promotion.slices: {rule.feature!r} is not a categorical feature; "
+                    f"slice by one of {categorical}"
+                )
         object.__setattr__(self, "task", task)
         return self
 

@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.inspection import permutation_importance
 
 from mlgate.config import PipelineConfig
+from mlgate.evidence import Scored, paired_bootstrap, slice_metrics
 from mlgate.gate import decide
 from mlgate.io import read_step_result, read_table, write_json, write_text
 from mlgate.models import allow_model_loading, champion_version
@@ -46,6 +47,56 @@ def _evaluate_model(
         },
     )
     return {k.removeprefix(prefix): v for k, v in _scalar_metrics(result.metrics).items()}
+
+
+def _scored(model: Any, test: pd.DataFrame, cfg: PipelineConfig) -> Scored:
+    """A model's per-row output on the held-out rows, for paired comparisons."""
+    X = test[cfg.data.feature_names]
+    if cfg.is_regression:
+        return Scored(np.asarray(model.predict(X), dtype=float))
+    classes = tuple(str(c) for c in model.classes_)
+    proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
+    return Scored(np.asarray(model.predict(X)).astype(str), proba, classes)
+
+
+def _evidence(
+    cfg: PipelineConfig, y: np.ndarray, candidate: Scored, champion: Scored | None
+) -> dict[str, dict[str, Any]]:
+    """The paired-bootstrap interval of candidate − champion of each threshold asking for confidence."""
+    if champion is None:
+        return {}
+    found = {}
+    for t in cfg.promotion.thresholds:
+        if t.confidence is not None:
+            interval = paired_bootstrap(
+                t.metric,
+                y,
+                candidate,
+                champion,
+                t.confidence,
+                cfg.promotion.bootstrap_resamples,
+                cfg.split.seed,
+            )
+            found[t.metric] = interval.to_dict()
+    return found
+
+
+def _slices(cfg: PipelineConfig, test: pd.DataFrame, y: np.ndarray, scored: Scored) -> list[dict[str, Any]]:
+    """Each slice rule's metric on every slice of its feature large enough to be judged."""
+    rows = []
+    for rule in cfg.promotion.slices:
+        values = test[rule.feature].to_numpy()
+        for value, entry in slice_metrics(rule.metric, y, values, scored, rule.min_rows).items():
+            rows.append(
+                {
+                    "feature": rule.feature,
+                    "metric": rule.metric,
+                    "value": value,
+                    "rows": entry["rows"],
+                    "score": entry["value"],
+                }
+            )
+    return rows
 
 
 def _log_regression_plots(y: np.ndarray, predicted: np.ndarray) -> None:
@@ -100,6 +151,7 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     trained = read_step_result(cfg.outputs, "train")
     test = read_table(trained["test_path"])
     target = cfg.data.target
+    y = test[target].to_numpy(dtype=float) if cfg.is_regression else test[target].astype(str).to_numpy()
     champion = champion_version(cfg)
     champion_metrics: dict[str, float] | None = None
     champion_error: str | None = None
@@ -108,19 +160,33 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
         candidate_metrics = _evaluate_model(trained["model_uri"], test, cfg)
         candidate_model = mlflow.sklearn.load_model(trained["model_uri"])
         _log_feature_importance(candidate_model, test, cfg)
+        candidate_scored = _scored(candidate_model, test, cfg)
         if cfg.is_regression:
-            predicted = np.asarray(candidate_model.predict(test[cfg.data.feature_names]), dtype=float)
-            _log_regression_plots(test[target].to_numpy(dtype=float), predicted)
+            _log_regression_plots(y, candidate_scored.predicted.astype(float))
+        champion_scored: Scored | None = None
         if champion is not None:
             mlflow.set_tag(f"{TAG_PREFIX}champion_version", str(champion.version))
+            champion_uri = f"models:/{cfg.model_name}/{champion.version}"
             try:
-                champion_metrics = _evaluate_model(
-                    f"models:/{cfg.model_name}/{champion.version}", test, cfg, prefix="champion_"
-                )
+                champion_metrics = _evaluate_model(champion_uri, test, cfg, prefix="champion_")
+                champion_scored = _scored(mlflow.sklearn.load_model(champion_uri), test, cfg)
             except (MlflowException, KeyError, ValueError) as exc:
                 champion_error = f"the champion (version {champion.version}) cannot score this split: {exc}"
+                champion_metrics = None
                 log.warning("evaluate: %s", champion_error)
-    decision = decide(cfg.promotion.thresholds, candidate_metrics, champion_metrics)
+    evidence = _evidence(cfg, y, candidate_scored, champion_scored)
+    slices = {
+        "candidate": _slices(cfg, test, y, candidate_scored),
+        "champion": None if champion_scored is None else _slices(cfg, test, y, champion_scored),
+    }
+    decision = decide(
+        cfg.promotion.thresholds,
+        candidate_metrics,
+        champion_metrics,
+        evidence,
+        cfg.promotion.slices,
+        slices,
+    )
     evaluation = {
         "evaluate_run_id": run.info.run_id,
         "candidate": {
@@ -136,6 +202,8 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
         "champion_error": champion_error,
         "task": cfg.task,
         "test_rows": len(test),
+        "evidence": evidence,
+        "slices": slices,
         "gate": decision.to_dict(),
     }
     write_json(evaluation, cfg.outputs / "evaluation.json")

@@ -1,11 +1,18 @@
-"""The promotion gate as a pure function: thresholds and champion comparison in, a verdict per rule out."""
+"""The promotion gate as a pure function: thresholds, champion comparison and evidence in, a verdict out.
+
+Verdicts: *promote* when every check passes; *hold* when a rule that asks for confidence finds the evidence
+inconclusive (the interval of candidate − champion straddles the rule's bound) and nothing fails outright;
+*reject* when any check fails.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlgate.config import Threshold
+from mlgate.config import SliceRule, Threshold
+
+PROMOTE, HOLD, REJECT = "promote", "hold", "reject"
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,8 @@ class Check:
     required: float | None
     passed: bool
     detail: str
+    held: bool = False  # not passed, but only for want of evidence
+    interval: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -27,15 +36,21 @@ class Decision:
     checks: list[Check] = field(default_factory=list)
 
     @property
+    def verdict(self) -> str:
+        if any(not c.passed and not c.held for c in self.checks):
+            return REJECT
+        return HOLD if any(c.held for c in self.checks) else PROMOTE
+
+    @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return self.verdict == PROMOTE
 
     @property
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+        return {"passed": self.passed, "verdict": self.verdict, "checks": [asdict(c) for c in self.checks]}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Decision":
@@ -62,6 +77,32 @@ def _absolute(t: Threshold, actual: float) -> list[Check]:
     return checks
 
 
+def _with_confidence(t: Threshold, actual: float, evidence: dict[str, Any] | None) -> Check:
+    """The rule judged on the interval of candidate − champion: its whole improvement interval must clear the
+    bound (promote), lie below it (reject), or it straddles the bound (hold)."""
+    rule = "min_improvement" if t.min_improvement is not None else "max_regression"
+    if evidence is None:
+        return Check(t.metric, rule, actual, None, False, "no interval computed: re-run evaluate")
+    sign = 1.0 if t.direction == "higher" else -1.0
+    low, high = sorted((sign * evidence["low"], sign * evidence["high"]))
+    if t.min_improvement is not None:
+        bound, cleared = t.min_improvement, low > t.min_improvement
+    else:
+        bound = -(t.max_regression or 0.0)
+        cleared = low >= bound - 1e-12
+    held = not cleared and high >= bound
+    required = evidence["champion"] + sign * bound
+    ci = (
+        f"{evidence['confidence']:.0%} CI of candidate - champion "
+        f"[{evidence['low']:+.4f}, {evidence['high']:+.4f}]"
+    )
+    test = evidence.get("mcnemar")
+    mcnemar = f"; McNemar p={test['p_value']:.3g}" if test else ""
+    outcome = "clears" if cleared else ("straddles" if held else "misses")
+    detail = f"{ci}{mcnemar}: the improvement {outcome} {bound:+.4f}"
+    return Check(t.metric, rule, actual, required, cleared, detail, held=held, interval=evidence)
+
+
 def _against_champion(t: Threshold, actual: float, champion: float) -> Check:
     sign = 1.0 if t.direction == "higher" else -1.0
     improvement = sign * (actual - champion)
@@ -77,13 +118,46 @@ def _against_champion(t: Threshold, actual: float, champion: float) -> Check:
     )
 
 
+def _slices(
+    rules: list[SliceRule], candidate: list[dict[str, Any]], champion: list[dict[str, Any]] | None
+) -> list[Check]:
+    """One check per slice judged: the candidate's metric on it may be at most the rule's bound worse."""
+    checks = []
+    theirs = {(s["feature"], s["metric"], s["value"]): s["score"] for s in champion or []}
+    for rule in rules:
+        sign = 1.0 if rule.direction == "higher" else -1.0
+        for s in candidate:
+            key = (s["feature"], s["metric"], s["value"])
+            if (s["feature"], s["metric"]) != (rule.feature, rule.metric) or key not in theirs:
+                continue
+            change = sign * (s["score"] - theirs[key])
+            checks.append(
+                Check(
+                    f"{rule.metric}[{rule.feature}={s['value']}]",
+                    "slice_max_regression",
+                    s["score"],
+                    theirs[key] - sign * rule.max_regression,
+                    change >= -rule.max_regression - 1e-12,
+                    f"{s['rows']} rows; vs champion {theirs[key]:.4f}: {change:+.4f}",
+                )
+            )
+    return checks
+
+
 def decide(
-    thresholds: list[Threshold], candidate: dict[str, float], champion: dict[str, float] | None
+    thresholds: list[Threshold],
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    evidence: dict[str, dict[str, Any]] | None = None,
+    slice_rules: list[SliceRule] | None = None,
+    slices: dict[str, list[dict[str, Any]] | None] | None = None,
 ) -> Decision:
     """Apply every threshold to the candidate's metrics, and compare with the champion's when there is one.
 
     A metric the candidate lacks fails its rule (it is never silently skipped); with no champion, only the
-    absolute bounds apply.
+    absolute bounds apply. A rule with ``confidence`` is judged on ``evidence[metric]`` (the interval of
+    candidate − champion, see :mod:`mlgate.evidence`); ``slice_rules`` on ``slices`` (``candidate`` and
+    ``champion``: per-slice scores).
     """
     checks: list[Check] = []
     for t in thresholds:
@@ -96,5 +170,10 @@ def decide(
             continue
         checks.extend(_absolute(t, actual))
         if champion is not None and champion.get(t.metric) is not None:
-            checks.append(_against_champion(t, actual, champion[t.metric]))
+            if t.confidence is not None:
+                checks.append(_with_confidence(t, actual, (evidence or {}).get(t.metric)))
+            else:
+                checks.append(_against_champion(t, actual, champion[t.metric]))
+    if champion is not None and slice_rules and slices:
+        checks.extend(_slices(slice_rules, slices.get("candidate") or [], slices.get("champion")))
     return Decision(checks)

@@ -51,6 +51,7 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False) -> dict[str, Any]:
             t.metric: evaluation["candidate"]["metrics"].get(t.metric) for t in cfg.promotion.thresholds
         },
         "gate_passed": result.passed,
+        "verdict": result.verdict,
         "promoted": result.promoted,
         "already_champion": result.already_champion,
         "champion_version": champion,

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from mlgate.config import PipelineConfig
-from mlgate.gate import Check, Decision, decide
+from mlgate.gate import HOLD, PROMOTE, REJECT, Check, Decision, decide
 from mlgate.io import read_step_result, write_json
 from mlgate.models import version_by_alias
 from mlgate.tracking import TAG_PREFIX, git_commit
@@ -191,13 +191,45 @@ class PromotionResult:
     def passed(self) -> bool:
         return self.decision.passed
 
+    @property
+    def verdict(self) -> str:
+        return self.decision.verdict
+
+
+# The version tag ``mlgate.gate`` per verdict.
+GATE_TAGS = {PROMOTE: "passed", HOLD: "held", REJECT: "rejected"}
+
+
+def _outcome(decision: Decision) -> str:
+    if decision.verdict == HOLD:
+        return f"is held by (evidence inconclusive in {sum(c.held for c in decision.checks)} check(s))"
+    return "passes" if decision.passed else f"fails {len(decision.failures)} check(s) of"
+
+
+def _intervals(decision: Decision) -> dict[str, Any]:
+    """The intervals the gate judged on, by metric: the observed difference, low, high, confidence."""
+    keep = ("difference", "low", "high", "confidence", "resamples", "rows", "mcnemar")
+    return {c.metric: {k: c.interval.get(k) for k in keep} for c in decision.checks if c.interval}
+
+
+def _evidence_tag(decision: Decision) -> dict[str, str]:
+    """``mlgate.gate_evidence`` on the version: the intervals as JSON (none when no rule asked for them)."""
+    intervals = _intervals(decision)
+    return {"gate_evidence": json.dumps(intervals, sort_keys=True)} if intervals else {}
+
 
 def _print_failures(decision: Decision) -> None:
     for c in decision.failures:
         required = "n/a" if c.required is None else f"{c.required:.4f}"
         actual = "missing" if c.actual is None else f"{c.actual:.4f}"
         log.warning(
-            "promote: FAIL %s %s: actual %s, required %s (%s)", c.metric, c.rule, actual, required, c.detail
+            "promote: %s %s %s: actual %s, required %s (%s)",
+            "HOLD" if c.held else "FAIL",
+            c.metric,
+            c.rule,
+            actual,
+            required,
+            c.detail,
         )
 
 
@@ -216,7 +248,14 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
     version = registered["version"]
     evaluated_champion = (evaluation.get("champion") or {}).get("version")
     champion_metrics = (evaluation.get("champion") or {}).get("metrics")
-    decision = decide(cfg.promotion.thresholds, evaluation["candidate"]["metrics"], champion_metrics)
+    decision = decide(
+        cfg.promotion.thresholds,
+        evaluation["candidate"]["metrics"],
+        champion_metrics,
+        evaluation.get("evidence"),
+        cfg.promotion.slices,
+        evaluation.get("slices"),
+    )
     client = MlflowClient()
     alias = cfg.promotion.aliases.champion
 
@@ -227,6 +266,7 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
                 "version": version,
                 "previous_champion": result.previous,
                 "passed": result.passed,
+                "verdict": result.verdict,
                 "promoted": result.promoted,
                 "already_champion": result.already_champion,
                 "dry_run": dry_run,
@@ -249,13 +289,15 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
         log.info(
             "promote: version %s %s the gate%s; %r stays at %s",
             version,
-            "passes" if decision.passed else f"fails {len(decision.failures)} check(s) of",
+            _outcome(decision),
             " (dry run)" if dry_run else "",
             alias,
             current_version,
         )
         if not dry_run:
-            client.set_model_version_tag(cfg.model_name, version, f"{TAG_PREFIX}gate", "rejected")
+            tags = {"gate": GATE_TAGS[decision.verdict], **_evidence_tag(decision)}
+            for key, value in tags.items():
+                client.set_model_version_tag(cfg.model_name, version, f"{TAG_PREFIX}{key}", value)
         return finish(PromotionResult(decision, version, current_version, promoted=False))
 
     with promotion_lock(client, cfg):
@@ -287,9 +329,11 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
                 "reason": "all promotion thresholds passed",
                 "metrics": evaluation["candidate"]["metrics"],
                 "champion_metrics": champion_metrics,
+                "evidence": _intervals(decision),
             },
         )
-        client.set_model_version_tag(cfg.model_name, version, f"{TAG_PREFIX}gate", "passed")
+        for key, value in {"gate": GATE_TAGS[decision.verdict], **_evidence_tag(decision)}.items():
+            client.set_model_version_tag(cfg.model_name, version, f"{TAG_PREFIX}{key}", value)
     log.info("promote: %s version %s is now %r (was %s)", cfg.model_name, version, alias, current_version)
     return finish(PromotionResult(decision, version, current_version, promoted=True))
 

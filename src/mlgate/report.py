@@ -6,6 +6,7 @@ from typing import Any
 
 from mlgate.config import PipelineConfig
 from mlgate.errors import EXIT_REJECTED
+from mlgate.gate import HOLD, PROMOTE, REJECT
 
 REPORT_MARKER = "<!-- mlgate-evaluation-report -->"
 
@@ -32,15 +33,68 @@ def _mermaid(metrics: list[str], candidate: dict[str, float], champion: dict[str
     return "\n".join(lines)
 
 
+VERDICT_TEXT = {
+    PROMOTE: "✅ passes the promotion gate",
+    HOLD: "⏸️ would be held by the promotion gate (evidence inconclusive)",
+    REJECT: "❌ would be rejected by the promotion gate",
+}
+
+
+def _evidence_section(evidence: dict[str, Any]) -> list[str]:
+    """The paired intervals of candidate − champion, one row per rule that asked for confidence."""
+    if not evidence:
+        return []
+    out = [
+        "",
+        "### Evidence: candidate − champion on the same rows (paired bootstrap)",
+        "",
+        "| metric | candidate | champion | difference | interval | McNemar |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for metric, e in evidence.items():
+        test = e.get("mcnemar")
+        mcnemar = (
+            f"p={test['p_value']:.3g} ({test['candidate_only_right']} vs {test['champion_only_right']} rows)"
+            if test
+            else "—"
+        )
+        out.append(
+            f"| {metric} | {_fmt(e['candidate'])} | {_fmt(e['champion'])} | {e['difference']:+.4f} | "
+            f"{e['confidence']:.0%}: [{e['low']:+.4f}, {e['high']:+.4f}] ({e['resamples']} resamples, "
+            f"seed {e['seed']}, {e['rows']} rows) | {mcnemar} |"
+        )
+    return out
+
+
+def _slices_section(slices: dict[str, Any]) -> list[str]:
+    """Each judged slice's metric for the candidate and (when there is one) the champion."""
+    candidate = slices.get("candidate") or []
+    if not candidate:
+        return []
+    theirs = {(s["feature"], s["metric"], s["value"]): s["score"] for s in slices.get("champion") or []}
+    out = [
+        "",
+        "### Slices",
+        "",
+        "| slice | metric | rows | candidate | champion |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for s in candidate:
+        champion = theirs.get((s["feature"], s["metric"], s["value"]))
+        out.append(
+            f"| {s['feature']}={s['value']} | {s['metric']} | {s['rows']} | {_fmt(s['score'])} | "
+            f"{_fmt(champion)} |"
+        )
+    return out
+
+
 def render_report(cfg: PipelineConfig, evaluation: dict[str, Any]) -> str:
     """Markdown for a job summary or a pull-request comment: metrics, deltas, and each gate check."""
     candidate = evaluation["candidate"]["metrics"]
     champion_info = evaluation.get("champion")
     champion = (champion_info or {}).get("metrics")
     gate = evaluation["gate"]
-    verdict = (
-        "✅ passes the promotion gate" if gate["passed"] else "❌ would be rejected by the promotion gate"
-    )
+    verdict = VERDICT_TEXT[gate.get("verdict") or (PROMOTE if gate["passed"] else REJECT)]
     champ_label = f"champion (v{champion_info['version']})" if champion_info else "champion (none yet)"
     out = [
         REPORT_MARKER,
@@ -66,6 +120,8 @@ def render_report(cfg: PipelineConfig, evaluation: dict[str, Any]) -> str:
             f"| {check['metric']} | {check['rule']} ({check['detail']}) | {_fmt(check['actual'])} | "
             f"{_fmt(check['required'])} | {'pass' if check['passed'] else '**FAIL**'} |"
         )
+    out += _evidence_section(evaluation.get("evidence") or {})
+    out += _slices_section(evaluation.get("slices") or {})
     if evaluation.get("champion_error"):
         out += ["", f"> ⚠️ {evaluation['champion_error']}"]
     out += ["", _mermaid(gated, candidate, champion), ""]
@@ -86,11 +142,12 @@ def gate_status(promotion: dict[str, Any]) -> tuple[int, str]:
             f"### Promotion gate: passed\n\n`{name}` version {version} becomes the champion once its images "
             f"are published (champion is {promotion['previous_champion']} until then).\n"
         )
+    held = promotion.get("verdict") == HOLD
     lines = [
-        "### Promotion gate: FAILED",
+        f"### Promotion gate: {'HOLD' if held else 'FAILED'}",
         "",
-        f"`{name}` version {version} was rejected; champion stays at {promotion['previous_champion']}. "
-        "Nothing was built or pushed.",
+        f"`{name}` version {version} was {'held (evidence inconclusive)' if held else 'rejected'}; champion "
+        f"stays at {promotion['previous_champion']}. Nothing was built or pushed.",
         "",
         "| metric | rule | actual | required | detail |",
         "|---|---|---:|---:|---|",

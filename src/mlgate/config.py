@@ -207,6 +207,7 @@ class PipelineConfig(_Strict):
     experiment: str
     model_name: str
     task: Task | None = None
+    intended_use: str | None = None
     data: DataConfig
     estimator: EstimatorConfig
     split: SplitConfig = SplitConfig()

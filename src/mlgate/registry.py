@@ -21,9 +21,10 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mlgate.card import CARD_ARTIFACT, description, render_card
 from mlgate.config import PipelineConfig
 from mlgate.gate import HOLD, PROMOTE, REJECT, Check, Decision, decide
-from mlgate.io import read_step_result, write_json
+from mlgate.io import read_step_result, write_json, write_text
 from mlgate.models import version_by_alias
 from mlgate.tracking import TAG_PREFIX, git_commit
 
@@ -75,9 +76,10 @@ def register(cfg: PipelineConfig) -> dict[str, Any]:
     )
     alias = cfg.promotion.aliases.challenger
     try:
+        write_card(client, cfg, str(mv.version), evaluation["gate"])
         client.set_registered_model_alias(cfg.model_name, alias, mv.version)
     except BaseException:
-        log.error("register: setting alias %r failed; deleting version %s again", alias, mv.version)
+        log.error("register: the model card or alias %r failed; deleting version %s again", alias, mv.version)
         client.delete_model_version(cfg.model_name, mv.version)
         raise
     log.info(
@@ -92,6 +94,25 @@ def register(cfg: PipelineConfig) -> dict[str, Any]:
     }
     write_json(summary, cfg.outputs / "register.json")
     return summary
+
+
+def write_card(
+    client: MlflowClient,
+    cfg: PipelineConfig,
+    version: str,
+    gate: dict[str, Any],
+    promoted: bool | None = None,
+) -> str:
+    """Render the version's model card from the step results; log it as the artifact ``model_card.md`` of
+    its training run, set it as the version's description and write ``<outputs>/model_card.md``."""
+    trained = read_step_result(cfg.outputs, "train")
+    validated = read_step_result(cfg.outputs, "validate")
+    evaluation = read_step_result(cfg.outputs, "evaluation")
+    card = render_card(cfg, version, validated, trained, evaluation, gate, promoted)
+    client.log_text(trained["run_id"], card, CARD_ARTIFACT)
+    client.update_model_version(cfg.model_name, version, description=description(card, trained["run_id"]))
+    write_text(card, cfg.outputs / CARD_ARTIFACT)
+    return card
 
 
 @contextmanager
@@ -260,6 +281,12 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
     alias = cfg.promotion.aliases.champion
 
     def finish(result: PromotionResult) -> PromotionResult:
+        if not dry_run:
+            try:
+                promoted = result.promoted or result.already_champion
+                write_card(client, cfg, version, result.decision.to_dict(), promoted)
+            except MlflowException as exc:  # the decision stands; only its description is stale
+                log.warning("promote: could not update the model card of version %s: %s", version, exc)
         write_json(
             {
                 "name": cfg.model_name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlgate.card import CARD_ARTIFACT
 from mlgate.config import PipelineConfig
 from mlgate.errors import EXIT_REJECTED
 from mlgate.gate import HOLD, PROMOTE, REJECT
@@ -120,6 +121,12 @@ def render_report(cfg: PipelineConfig, evaluation: dict[str, Any]) -> str:
             f"| {check['metric']} | {check['rule']} ({check['detail']}) | {_fmt(check['actual'])} | "
             f"{_fmt(check['required'])} | {'pass' if check['passed'] else '**FAIL**'} |"
         )
+    run_id = evaluation["candidate"]["run_id"]
+    out += [
+        "",
+        f"Model card: [`{CARD_ARTIFACT}`]({CARD_ARTIFACT}), an artifact of run `{run_id}` "
+        f"(`runs:/{run_id}/{CARD_ARTIFACT}`) and the registered version's description, written by register.",
+    ]
     out += _evidence_section(evaluation.get("evidence") or {})
     out += _slices_section(evaluation.get("slices") or {})
     if evaluation.get("champion_error"):

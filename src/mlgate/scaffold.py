@@ -250,6 +250,7 @@ def render(guess: Guess) -> str:
     header = [
         "# Written by `mlgate init`: review every guess below, then `make pipeline CONFIG=<this file>`.",
         *(f"#   {note}" for note in guess.notes),
+        "# Add `intended_use: <what the model is for, and not for>`: each version's model card shows it.",
         "# Every key: README.md, section The config.",
     ]
     body = yaml.safe_dump(guess.config, sort_keys=False, default_flow_style=None, width=110)

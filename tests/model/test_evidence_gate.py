@@ -53,7 +53,12 @@ def test_clearly_better_is_promoted_and_clearly_worse_rejected_with_the_interval
     assert f"95%: [{interval['low']:+.4f}, {interval['high']:+.4f}]" in report and "### Slices" in report
     (record,) = [e for e in audit_trail(MlflowClient(), strong.model_name) if e["new"] == "2"]
     assert record["evidence"]["accuracy_score"]["low"] == interval["low"]
-    tags = MlflowClient().get_model_version(strong.model_name, "2").tags
+    version = MlflowClient().get_model_version(strong.model_name, "2")
+    card = version.description
+    assert card.startswith(f"# Model card: `{strong.model_name}` version 2")
+    assert "gate verdict **promote**: promoted to `champion`" in card
+    assert f"95%: [{interval['low']:+.4f}, {interval['high']:+.4f}]" in card and "## Slices" in card
+    tags = version.tags
     assert tags["mlgate.gate"] == "passed"
     assert json.loads(tags["mlgate.gate_evidence"])["accuracy_score"]["high"] == interval["high"]
 
@@ -64,7 +69,9 @@ def test_clearly_better_is_promoted_and_clearly_worse_rejected_with_the_interval
     failed = {c["metric"]: c for c in promotion["gate"]["checks"] if not c["passed"]}
     assert failed["accuracy_score"]["interval"]["high"] < 0 and not failed["accuracy_score"]["held"]
     assert any(m.startswith("accuracy_score[island=") for m in failed)  # the slices got worse too
-    assert MlflowClient().get_model_version(worse.model_name, "3").tags["mlgate.gate"] == "rejected"
+    rejected = MlflowClient().get_model_version(worse.model_name, "3")
+    assert rejected.tags["mlgate.gate"] == "rejected"
+    assert "gate verdict **reject**: not promoted" in rejected.description
 
 
 def test_a_near_identical_candidate_is_held_and_the_champion_stays(store):

@@ -227,7 +227,8 @@ ci-image-push: ## Push the IMAGE's immutable tags (refused when one exists or ca
 	echo "name=$(CI_IMAGE_NAME)"; echo "digest=$$digest"
 
 ci-retag-champion: ## Point both images' champion tag at their v$$VERSION images (which must exist); their digests to $(CI_CHAMPION_IMAGES)
-	@$(CI_NEED_VERSION); refs="$(CI_CHAMPION_IMAGES)"; mkdir -p "$$(dirname "$$refs")"; : > "$$refs.tmp"; \
+	@$(CI_NEED_VERSION); refs="$(CI_CHAMPION_IMAGES)"; mkdir -p "$$(dirname "$$refs")"; \
+	trap 'rm -f "$$refs.tmp" "$$refs.push"' EXIT; : > "$$refs.tmp"; \
 	for image in serving batch; do \
 		name="$(CI_REGISTRY)/$(CI_IMAGE_REPO)-$$image"; set -x; \
 		docker pull --quiet "$$name:v$$VERSION" && docker tag "$$name:v$$VERSION" "$$name:champion" && \
@@ -235,7 +236,7 @@ ci-retag-champion: ## Point both images' champion tag at their v$$VERSION images
 		digest=$$($(call CI_PUSHED_DIGEST,"$$refs.push")); \
 		test -n "$$digest" || { echo "docker push printed no digest for $$name:champion" >&2; exit 1; }; \
 		echo "mlgate-$$image=$$name@$$digest" >> "$$refs.tmp"; \
-	done; rm -f "$$refs.push"; mv "$$refs.tmp" "$$refs"; cat "$$refs"
+	done; mv "$$refs.tmp" "$$refs"; cat "$$refs"
 
 ci-k8s-manifests: install ## After the champion moved: $(CI_OUTPUTS)/k8s/<overlay>.yaml, K8S_DIR rendered with the champion images by digest
 	@refs="$(CI_CHAMPION_IMAGES)"; test -s "$$refs" || { \

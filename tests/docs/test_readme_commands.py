@@ -80,6 +80,7 @@ class Session:
     activations: list[str] = field(default_factory=list)
     outputs: dict[str, subprocess.CompletedProcess] = field(default_factory=dict)
     servers: list[subprocess.Popen] = field(default_factory=list)
+    server_logs: list[Path] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         return {"PATH": FRESH_PATH, "HOME": str(self.home), "SERVE_PORT": str(self.ports[8080])}
@@ -103,20 +104,22 @@ class Session:
         )
 
     def start(self, command: str, url: str) -> None:
-        log = open(self.home / f"server-{len(self.servers)}.log", "w")  # noqa: SIM115 - closed with the run
-        proc = subprocess.Popen(  # nosec B603 B607 - README's command in a fresh bash
-            ["bash", "--noprofile", "--norc", "-c", self.script(command)],
-            cwd=self.root,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        log = self.home / f"server-{len(self.server_logs)}.log"
+        self.server_logs.append(log)
+        with log.open("w") as out:  # the server has its own copy of the descriptor
+            proc = subprocess.Popen(  # nosec B603 B607 - README's command in a fresh bash
+                ["bash", "--noprofile", "--norc", "-c", self.script(command)],
+                cwd=self.root,
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.servers.append(proc)
         url = self.swap_ports(url)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            assert proc.poll() is None, f"{command!r} exited {proc.returncode}:\n{Path(log.name).read_text()}"
+            assert proc.poll() is None, f"{command!r} exited {proc.returncode}:\n{log.read_text()}"
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:  # nosec B310 - loopback
                     if response.status == 200:
@@ -124,7 +127,7 @@ class Session:
             except OSError:
                 pass
             time.sleep(0.5)
-        pytest.fail(f"{command!r} did not answer {url} within 180 s:\n{Path(log.name).read_text()}")
+        pytest.fail(f"{command!r} did not answer {url} within 180 s:\n{log.read_text()}")
 
     def stop_servers(self) -> None:
         """SIGTERM to each server's own process group (make and what it started), SIGKILL if it lingers."""
@@ -287,6 +290,9 @@ def test_every_readme_command_runs_in_a_fresh_shell(fresh_copy, tmp_path):
         assert not [line for line in lines if any(noise in line for noise in KNOWN_NOISE)], name
         if name in ("make pipeline", "make pipeline-stack"):
             assert not [line for line in lines if re.search(r"warn", line, re.IGNORECASE)], (name, lines)
+    for log in session.server_logs:
+        served = log.read_text()
+        assert "Traceback" not in served and not any(noise in served for noise in KNOWN_NOISE), served
     pipeline = session.outputs["make pipeline"]
     lines = (pipeline.stdout + pipeline.stderr).splitlines()
     for step in STEPS:

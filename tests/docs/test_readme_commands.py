@@ -52,7 +52,7 @@ EXCEPTIONS = {
 }
 
 # Servers: the URL that answers once they are up (README's port, swapped for the free one like the commands').
-MLFLOW_UI = "mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000"
+MLFLOW_UI = "mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000 --workers 1"
 SERVERS = {"make serve": "http://127.0.0.1:8080/ready", MLFLOW_UI: "http://127.0.0.1:5000/health"}
 README_PORTS = (8080, 5000)
 

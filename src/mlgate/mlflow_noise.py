@@ -25,6 +25,11 @@ _KNOWN_LOG_LINES = {
     ),
     # The default evaluator computes every metric on the first row before the whole set, and announces it.
     "mlflow.models.evaluation.default_evaluator": ("Testing metrics on first row...",),
+    # Logged for every multiclass evaluation, even when `label_list` is given (its advice does not stop it);
+    # the binary counterpart, which names the positive label the metrics use, is kept.
+    "mlflow.models.evaluation.evaluators.classifier": (
+        "The evaluation dataset is inferred as multiclass dataset, number of classes is inferred as ",
+    ),
 }
 
 

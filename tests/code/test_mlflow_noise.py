@@ -81,3 +81,31 @@ def test_calling_it_again_adds_no_second_filter():
     quiet_known_mlflow_noise()
     ours = [f for f in logging.getLogger("mlflow.tracking.fluent").filters if isinstance(f, _DropKnownLines)]
     assert len(ours) == 1
+
+
+def test_the_multiclass_line_goes_and_the_binary_one_stays(quiet):
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("mlflow.models.evaluation.evaluators.classifier")
+    handler = Collect()
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info(
+            "The evaluation dataset is inferred as multiclass dataset, number of classes is inferred as 3. "
+            "If this is incorrect, please specify the `label_list` parameter in `evaluator_config`."
+        )
+        logger.info(
+            "The evaluation dataset is inferred as binary dataset, positive label is male, negative ..."
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert records == [
+        "The evaluation dataset is inferred as binary dataset, positive label is male, negative ..."
+    ]

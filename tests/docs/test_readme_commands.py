@@ -62,6 +62,7 @@ KNOWN_NOISE = (
     "already exists. Creating a new version",
     "Active model is set to the logged model",
     "Testing metrics on first row",
+    "inferred as multiclass dataset",
 )
 STEPS = ("validate", "train", "evaluate", "register", "promote")
 

@@ -222,9 +222,12 @@ GATE_TAGS = {PROMOTE: "passed", HOLD: "held", REJECT: "rejected"}
 
 
 def _outcome(decision: Decision) -> str:
+    """What the gate did, as the log line says it."""
     if decision.verdict == HOLD:
-        return f"is held by (evidence inconclusive in {sum(c.held for c in decision.checks)} check(s))"
-    return "passes" if decision.passed else f"fails {len(decision.failures)} check(s) of"
+        return (
+            f"is held by the gate (evidence inconclusive in {sum(c.held for c in decision.checks)} check(s))"
+        )
+    return "passes the gate" if decision.passed else f"fails {len(decision.failures)} check(s) of the gate"
 
 
 def _intervals(decision: Decision) -> dict[str, Any]:
@@ -314,7 +317,7 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
         if not decision.passed:
             _print_failures(decision)
         log.info(
-            "promote: version %s %s the gate%s; %r stays at %s",
+            "promote: version %s %s%s; %r stays at %s",
             version,
             _outcome(decision),
             " (dry run)" if dry_run else "",

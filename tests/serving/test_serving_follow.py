@@ -131,6 +131,32 @@ def test_follower_swaps_refuses_and_keeps_serving(store: Path, versions: dict[st
         follower.close()
 
 
+def test_a_regressor_is_refused_by_a_service_started_on_a_classifier(
+    store: Path, trained_model: dict[str, Any], versions: dict[str, Any]
+) -> None:
+    cfg = trained_model["config"]
+    X = versions["example"]
+    ridge = EstimatorConfig(**{"class": "sklearn.linear_model.Ridge", "params": {}})
+    regressor = build_pipeline(cfg.data, ridge, "regression").fit(X, X["body_mass_g"].fillna(4000.0))
+    name = f"follow-{uuid.uuid4().hex[:6]}"
+    client = MlflowClient()
+    v1 = register(name, versions["champion"], versions["signature"], X)
+    client.set_registered_model_alias(name, "champion", v1)
+    folder = mlflow.artifacts.download_artifacts(f"models:/{name}/{v1}", dst_path=str(store / "v1"))
+    service = Service(
+        ServingSettings(follow=True, follow_seconds=1),
+        load_served_model(folder, {"name": name, "version": v1, "alias": "champion"}),
+    )
+    follower = service.follower()
+    try:
+        v2 = register(name, regressor, versions["signature"], X)
+        client.set_registered_model_alias(name, "champion", v2)
+        assert asyncio.run(follower.check()) == "incompatible" and service.model.version == v1
+        assert "it is a regressor, the running version a classifier" in follower.status["refused"][v2]
+    finally:
+        follower.close()
+
+
 @pytest.fixture
 def tracking_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A real `mlflow server` (SQLite, artifacts served over HTTP) that a test can stop and start again."""

@@ -139,6 +139,10 @@ class AliasFollower:
             shutil.rmtree(folder, ignore_errors=True)
             return self._outcome(LOAD_ERROR, registry_up=True)
         problems = compatibility_problems(self.current().columns, candidate.columns)
+        if candidate.is_regressor != self.current().is_regressor:  # /predict's response shape is fixed
+            kinds = ("a classifier", "a regressor")
+            was, now = kinds[self.current().is_regressor], kinds[candidate.is_regressor]
+            problems.append(f"it is {now}, the running version {was}")
         if problems:
             self.refused[version] = "; ".join(problems)
             log.error(

@@ -127,3 +127,9 @@ def test_task_is_inferred_and_directions_follow_the_metric():
     )
     assert regression.task == "regression"
     assert [t.direction for t in regression.promotion.thresholds] == ["lower", "higher", "higher"]
+
+
+@pytest.mark.parametrize("path", sorted((DEFAULT_CONFIG.parent / "examples").glob("*.yaml")), ids=str)
+def test_every_shipped_example_loads_and_its_data_is_there(path):
+    cfg = load_config(path)
+    assert (DEFAULT_CONFIG.parent.parent / cfg.data.source).is_file()

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, log_loss, mean_absolute_percentage_error, r2_score
+from sklearn.metrics import (
+    f1_score,
+    log_loss,
+    mean_absolute_percentage_error,
+    precision_score,
+    r2_score,
+    recall_score,
+)
 
 from mlgate.evidence import PAIRED_METRICS, Scored, mcnemar, paired_bootstrap, slice_metrics
 
@@ -24,7 +31,16 @@ def _noisy(y: np.ndarray, error_rate: float, seed: int) -> Scored:
 
 def test_metrics_agree_with_scikit_learn():
     s = _noisy(Y, 0.3, 1)
-    assert PAIRED_METRICS["f1_score"](Y, s) == pytest.approx(f1_score(Y, s.predicted, average="weighted"))
+    for name, fn in (
+        ("f1_score", f1_score),
+        ("precision_score", precision_score),
+        ("recall_score", recall_score),
+    ):
+        assert PAIRED_METRICS[name](Y, s) == pytest.approx(fn(Y, s.predicted, average="weighted"))
+        binary = Y != "a"
+        two = Scored(np.where(s.predicted != "a", "yes", "no"), None, ("no", "yes"))
+        y2 = np.where(binary, "yes", "no")
+        assert PAIRED_METRICS[name](y2, two) == pytest.approx(fn(y2, two.predicted, pos_label="yes"))
     assert PAIRED_METRICS["log_loss"](Y, s) == pytest.approx(log_loss(Y, s.proba, labels=["a", "b", "c"]))
     y = RNG.normal(100, 20, 200)
     r = Scored(y + RNG.normal(0, 5, 200))

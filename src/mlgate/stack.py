@@ -24,7 +24,7 @@ import socket
 import subprocess  # nosec B404 - fixed argument lists, no shell
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -454,19 +454,43 @@ def _start_mlflow(settings: StackSettings, timeout: float) -> None:
 # --- the public API --------------------------------------------------------------------------------------
 
 
-def start_service(settings: StackSettings, name: str, timeout: float = 180.0) -> None:
-    """Start one service of the stack (``postgres``, ``s3`` or ``mlflow``) unless it already runs."""
+# A port chosen free can be taken before the service binds it (by any process's outgoing connection: free
+# ports and the kernel's ephemeral ports are the same range): the service then exits with one of these.
+_PORT_TAKEN = ("address already in use", "is taken by another process", "is in use by another program")
+PORT_ATTEMPTS = 3
+_PORT_FIELD = {"s3": "s3_port", "mlflow": "mlflow_port"}
+
+
+def start_service(settings: StackSettings, name: str, timeout: float = 180.0) -> StackSettings:
+    """Start one service of the stack (``postgres``, ``s3`` or ``mlflow``) unless it already runs.
+
+    Returns:
+        The settings, with a new port (saved) when the S3 or MLflow server's port was taken by another process
+        before it could bind it (up to ``PORT_ATTEMPTS`` ports are tried).
+    """
     if name not in SERVICES:
         raise ValueError(f"unknown stack service {name!r}; expected one of {SERVICES}")
     if _running(settings, name) is not None:
-        return
+        return settings
     if name == "postgres":
         _start_postgres(settings)
-    elif name == "s3":
-        _start_s3(settings, timeout)
-    else:
-        _start_mlflow(settings, timeout)
+        log.info("stack: %s started", name)
+        return settings
+    start = _start_s3 if name == "s3" else _start_mlflow
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            start(settings, timeout)
+            break
+        except StackError as exc:
+            if attempt == PORT_ATTEMPTS or not any(t in str(exc).lower() for t in _PORT_TAKEN):
+                raise
+            field = _PORT_FIELD[name]
+            taken = getattr(settings, field)
+            settings = replace(settings, **{field: free_port()})
+            _save_settings(settings)
+            log.warning("stack: port %d for %s was taken; using %d", taken, name, getattr(settings, field))
     log.info("stack: %s started", name)
+    return settings
 
 
 def stop_service(settings: StackSettings, name: str) -> bool:
@@ -502,7 +526,7 @@ def up(root: str | Path = DEFAULT_ROOT, timeout: float = 180.0) -> StackSettings
         settings = _new_settings(root)
         _save_settings(settings)
     for name in SERVICES:
-        start_service(settings, name, timeout)
+        settings = start_service(settings, name, timeout)
     log.info("stack: up; MLFLOW_TRACKING_URI=%s", settings.tracking_uri)
     return settings
 

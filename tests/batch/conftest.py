@@ -73,7 +73,7 @@ def s3_server() -> Iterator[StackSettings]:
         s3_secret_key="batch-test-secret",
     )
     try:
-        start_service(settings, "s3", timeout=60)
+        settings = start_service(settings, "s3", timeout=60)
         yield settings
     finally:
         stop_service(settings, "s3")

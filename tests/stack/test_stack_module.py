@@ -70,3 +70,30 @@ def test_down_never_deletes_a_folder_that_is_not_a_stack(tmp_path: Path) -> None
     (tmp_path / "precious.txt").write_text("keep me")
     assert down(tmp_path) == []
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_a_port_taken_before_the_server_binds_it_is_replaced_and_saved(tmp_path: Path) -> None:
+    """The port was free when chosen; another process bound it before moto did (a socket bound, not
+    listening, as an outgoing connection's ephemeral port is): moto exits, the stack moves to a new port."""
+    import json
+    import socket
+
+    from mlgate.stack import _save_settings, stop_service
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    root = tmp_path / "stack"
+    for sub in ("pids", "logs"):
+        (root / sub).mkdir(parents=True)
+    settings = StackSettings(**{**_settings(root).__dict__, "s3_port": port, "bucket": "mlgate-port-test"})
+    _save_settings(settings)
+    try:
+        started = start_service(settings, "s3", timeout=60)
+        assert started.s3_port != port
+        assert json.loads((root / "stack.json").read_text())["s3_port"] == started.s3_port
+        assert started.s3_client().list_buckets()["Buckets"][0]["Name"] == "mlgate-port-test"
+        assert "Address already in use" in (root / "logs" / "s3.log").read_text()
+    finally:
+        stop_service(load_settings(root), "s3")
+        taken.close()

@@ -184,6 +184,7 @@ def _stream(
         if prediction.refused:
             features = features.drop(features.index[list(prediction.refused)])
         drift.update(features)
+        drift.add(prediction.drift)  # the model's output, counted by the worker (no rows: counted above)
 
     for file in files:
         for item in read_file(fs, file, needed, options.chunk_rows):

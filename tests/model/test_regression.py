@@ -171,6 +171,8 @@ def test_batch_writes_a_numeric_prediction_and_counts_drift_of_the_predictions(r
     with allow_model_loading():
         expected = mlflow.sklearn.load_model(str(regression_run["model_dir"])).predict(test[FEATURES])
     np.testing.assert_allclose(table.column("prediction").to_numpy(), expected)
+    report = json.loads(Path(summary.outputs.drift_json).read_text())["features"][PREDICTION]
+    assert report["type"] == "numeric" and report["psi"] < 0.5 and not report["drifted"]
 
     scorer = Scorer(regression_run["model_dir"])
     features = test[FEATURES].assign(sex=test["sex"].astype(str))

@@ -182,6 +182,18 @@ class SliceRule(_Strict):
         return better_direction(self.metric)
 
 
+class ShadowRule(_Strict):
+    """Evidence from live traffic: a service started with ``--shadow models:/<name>@<challenger>`` scored
+    copies of its requests with the candidate; ``mlgate shadow-report --output <outputs>/<report>`` saved the
+    summary.
+    The candidate must agree with the served champion on at least ``min_agreement`` of at least ``min_rows``
+    rows; no report, a report of another version or too few rows hold the candidate (exit 3)."""
+
+    min_agreement: float = Field(ge=0.0, le=1.0)
+    min_rows: int = Field(default=1000, ge=1)
+    report: str = "shadow.json"  # in the outputs folder
+
+
 class AliasConfig(_Strict):
     champion: str = "champion"
     challenger: str = "challenger"
@@ -190,6 +202,7 @@ class AliasConfig(_Strict):
 class PromotionConfig(_Strict):
     thresholds: list[Threshold] = Field(min_length=1)
     slices: list[SliceRule] = Field(default_factory=list)
+    shadow: ShadowRule | None = None
     bootstrap_resamples: int = Field(default=1000, ge=100)
     aliases: AliasConfig = AliasConfig()
     lock_timeout_seconds: float = Field(default=120.0, gt=0.0)
@@ -240,6 +253,11 @@ class PipelineConfig(_Strict):
                     f"promotion.slices: {rule.feature!r} is not a categorical feature; "
                     f"slice by one of {categorical}"
                 )
+        if task == REGRESSION and self.promotion.shadow is not None:
+            raise ValueError(
+                "promotion.shadow: the agreement rate compares class labels; a regressor's values never "
+                "agree exactly: remove promotion.shadow"
+            )
         object.__setattr__(self, "task", task)
         return self
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlgate.config import SliceRule, Threshold
+from mlgate.config import ShadowRule, SliceRule, Threshold
 
 PROMOTE, HOLD, REJECT = "promote", "hold", "reject"
 
@@ -177,3 +177,39 @@ def decide(
     if champion is not None and slice_rules and slices:
         checks.extend(_slices(slice_rules, slices.get("candidate") or [], slices.get("champion")))
     return Decision(checks)
+
+
+def shadow_check(
+    rule: ShadowRule, report: dict[str, Any] | None, version: str, champion: str | None
+) -> Check:
+    """The candidate ``version`` on live traffic beside the served ``champion``, from a
+    ``mlgate shadow-report`` summary (None: no report).
+
+    Held (not rejected) when the evidence is missing: no report, a report of other versions, or fewer rows
+    than ``rule.min_rows``; rejected when the agreement rate is below ``rule.min_agreement``.
+    """
+    name, need = "shadow_agreement", rule.min_agreement
+
+    def held(detail: str, actual: float | None = None) -> Check:
+        return Check(name, "shadow", actual, need, False, detail, held=True)
+
+    if champion is None:
+        return Check(name, "shadow", None, need, True, "no champion yet: nothing served to shadow")
+    if report is None:
+        return held(
+            f"no shadow report ({rule.report} in the outputs): serve the champion with --shadow "
+            f"models:/<name>@<challenger> and save `mlgate shadow-report` there"
+        )
+    shadowed = str((report.get("shadow") or {}).get("version"))
+    if shadowed != str(version):
+        return held(f"the shadow report is of version {shadowed}, the candidate is version {version}")
+    served = (report.get("served") or {}).get("version")
+    if str(served) != str(champion):
+        return held(f"the shadow report compares with version {served}, the champion is version {champion}")
+    rows, rate = int(report.get("rows_scored") or 0), report.get("agreement_rate")
+    if rows < rule.min_rows or rate is None:
+        return held(f"{rows} rows scored in shadow, {rule.min_rows} needed", rate)
+    ok = float(rate) >= need
+    return Check(
+        name, "shadow", float(rate), need, ok, f"agreement {float(rate):.4f} on {rows} rows >= {need}"
+    )

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 
 from mlgate.card import CARD_ARTIFACT, description, render_card
 from mlgate.config import PipelineConfig
-from mlgate.gate import HOLD, PROMOTE, REJECT, Check, Decision, decide
+from mlgate.gate import HOLD, PROMOTE, REJECT, Check, Decision, decide, shadow_check
 from mlgate.io import read_step_result, write_json, write_text
 from mlgate.models import version_by_alias
 from mlgate.tracking import TAG_PREFIX, git_commit
@@ -257,6 +257,19 @@ def _print_failures(decision: Decision) -> None:
         )
 
 
+def _shadow_report(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """The saved ``mlgate shadow-report`` summary promotion.shadow names, or None when there is none."""
+    assert cfg.promotion.shadow is not None  # nosec B101 - called only with a shadow rule
+    path = cfg.outputs / cfg.promotion.shadow.report
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a shadow report ({exc})") from None
+    return report if isinstance(report, dict) else None
+
+
 def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
     """The gate: move the champion alias to the registered challenger only if every threshold passes.
 
@@ -280,6 +293,9 @@ def promote(cfg: PipelineConfig, dry_run: bool = False) -> PromotionResult:
         cfg.promotion.slices,
         evaluation.get("slices"),
     )
+    if cfg.promotion.shadow is not None:
+        shadow = shadow_check(cfg.promotion.shadow, _shadow_report(cfg), version, evaluated_champion)
+        decision = Decision([*decision.checks, shadow])
     client = MlflowClient()
     alias = cfg.promotion.aliases.champion
 

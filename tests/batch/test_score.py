@@ -211,7 +211,9 @@ def test_drift_report_on_shifted_data(trained_model: dict, tmp_path: Path) -> No
     out = tmp_path / "scores.parquet"
     summary = run_score(trained_model, _shifted(tmp_path), out)
     report = json.loads(out.with_name("scores.drift.json").read_text())
-    assert summary.drifted_features == report["drifted"] == ["body_mass_g", "island"]
+    # the shifted inputs move the model's output too: its drift is reported beside theirs
+    assert summary.drifted_features == report["drifted"] == ["(prediction)", "body_mass_g", "island"]
+    assert report["features"]["(prediction)"]["psi"] > 0.2
     assert report["features"]["body_mass_g"]["psi"] > 1.0
     assert report["features"]["bill_length_mm"]["psi"] < 0.2
     assert report["features"]["island"]["shares"]["Dream"] == 1.0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+from functools import lru_cache
 from typing import Any
 
 import mlflow
@@ -24,6 +26,19 @@ MODEL_NAME_IN_RUN = "model"
 REFERENCE_ARTIFACT = "reference/reference_stats.json"
 # skops refuses to load types it does not know; we trust exactly the numeric and scikit-learn stack.
 TRUSTED_MODULE_PREFIXES = ("numpy.", "scipy.", "sklearn.")
+# What a logged model needs to load and predict, pinned to the installed versions (see model_requirements).
+MODEL_DISTRIBUTIONS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
+
+
+@lru_cache(maxsize=None)
+def model_requirements(class_path: str) -> tuple[str, ...]:
+    """The logged model's pip requirements: ``MODEL_DISTRIBUTIONS`` and the distribution of the estimator's
+    own package (e.g. xgboost), at their installed versions. Passed to ``log_model`` instead of MLflow's
+    inference, which re-imports everything in a subprocess (train took 6.8 s with it, 2.0 s without) and also
+    listed whatever the process had imported (pytest, rich)."""
+    names = set(MODEL_DISTRIBUTIONS)
+    names.update(importlib.metadata.packages_distributions().get(class_path.split(".")[0], []))
+    return tuple(sorted(f"{n}=={importlib.metadata.version(n)}" for n in names))
 
 
 def trusted_types(model: Pipeline) -> list[str]:
@@ -109,6 +124,7 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
             signature=signature,
             input_example=X_train.head(5),
             serialization_format="skops",
+            pip_requirements=list(model_requirements(cfg.estimator.class_path)),
             skops_trusted_types=trusted_types(model),
             metadata={
                 "mlgate": {

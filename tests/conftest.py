@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -53,6 +54,26 @@ def cfg(store: Path) -> PipelineConfig:
     return make_config(store)
 
 
+@contextmanager
+def sqlite_store(root: Path) -> Iterator[str]:
+    """For a session- or module-scoped fixture: a SQLite MLflow store in ``root`` as the tracking URI and
+    ``root`` as the working folder for the block, then both as they were. Yields the URI."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    before_uri, before_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    os.chdir(root)
+    try:
+        yield uri
+    finally:
+        os.chdir(before_cwd)
+        mlflow.set_tracking_uri(None)
+        if before_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_uri
+
+
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """The default pipeline run once for the whole session; the champion model downloaded to a local folder.
@@ -65,12 +86,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
     from mlgate.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("trained")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    before_uri, before_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    os.chdir(root)
-    try:
+    with sqlite_store(root) as uri:
         config = make_config(root)
         summary = run_pipeline(config)
         model_dir = Path(
@@ -78,13 +94,6 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
                 artifact_uri=f"models:/{config.model_name}@champion", dst_path=str(root / "champion")
             )
         )
-    finally:
-        os.chdir(before_cwd)
-        mlflow.set_tracking_uri(None)
-        if before_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before_uri
     return {
         "model_dir": model_dir,
         "config": config,

@@ -5,7 +5,6 @@ with numeric answers and batch scoring with a numeric prediction column and drif
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import mlflow
@@ -29,7 +28,7 @@ from mlgate.serving.app import create_app
 from mlgate.serving.model import load_served_model
 from mlgate.serving.settings import ServingSettings
 from mlgate.validate import validate
-from tests.conftest import DEFAULT_CONFIG, make_config
+from tests.conftest import DEFAULT_CONFIG, make_config, sqlite_store
 
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 REGRESSION_OVERRIDES = {
@@ -63,24 +62,12 @@ def diabetes_csv(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def regression_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("regression")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    before_uri, before_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    os.chdir(root)
-    try:
+    with sqlite_store(root):
         cfg = make_config(root, **{**REGRESSION_OVERRIDES, "data.source": str(diabetes_csv(root))})
         summary = run_pipeline(cfg)
         model_dir = Path(
             download_artifacts(artifact_uri=f"models:/{cfg.model_name}@champion", dst_path=str(root / "m"))
         )
-    finally:
-        os.chdir(before_cwd)
-        mlflow.set_tracking_uri(None)
-        if before_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before_uri
     return {"cfg": cfg, "summary": summary, "model_dir": model_dir, "root": root}
 
 

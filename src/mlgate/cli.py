@@ -26,6 +26,7 @@ from mlgate.config import (
 )
 from mlgate.errors import EXIT_DRIFT, EXIT_EMPTY, EXIT_ERROR, EXIT_REJECTED, describe_error
 from mlgate.mlflow_noise import quiet_known_mlflow_noise
+from mlgate.modelio import RUNTIMES
 from mlgate.timing import timed
 
 log = logging.getLogger("mlgate")
@@ -322,6 +323,13 @@ def _champion_uri(ctx: click.Context) -> str:
 @click.option(
     "--model", default=None, envvar="MLGATE_SERVE_MODEL", help="Model folder or URI [default: the champion]."
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=None,
+    help="auto: ONNX Runtime when training proved the compiled model's parity, else scikit-learn "
+    "[env MLGATE_SERVE_RUNTIME, default auto].",
+)
 @click.option("--host", default=None, help="Interface to bind [env MLGATE_SERVE_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [env PORT, default 8080].")
 @click.option(
@@ -445,6 +453,13 @@ def model_bundle_cmd(ctx: click.Context, model: str | None, dest: str) -> None:
     type=click.IntRange(min=0),
     default=None,
     help="Prediction processes (default: one per core).",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=RUNTIMES[0],
+    show_default=True,
+    help="auto: ONNX Runtime when training proved the compiled model's parity, else scikit-learn.",
 )
 @click.option("--allow-empty", is_flag=True, help=f"Exit 0, not {EXIT_EMPTY}, when no row was scored.")
 @click.pass_context

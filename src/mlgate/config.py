@@ -214,6 +214,15 @@ class DriftConfig(_Strict):
     psi_threshold: float = Field(default=0.2, gt=0.0)
 
 
+class OnnxConfig(_Strict):
+    """Compiling the trained pipeline to ONNX (mlgate.compiler), used by serving and batch when it agrees."""
+
+    enabled: bool = True
+    # labels must be identical; probabilities may differ by this much, a regressor's values by this much
+    # times max(1, |value|)
+    tolerance: float = Field(default=1e-5, gt=0.0, le=0.1)
+
+
 class PipelineConfig(_Strict):
     """The whole pipeline: experiment, model name, data, estimator, split, promotion gate and drift check."""
 
@@ -226,6 +235,7 @@ class PipelineConfig(_Strict):
     split: SplitConfig = SplitConfig()
     promotion: PromotionConfig
     drift: DriftConfig = DriftConfig()
+    onnx: OnnxConfig = OnnxConfig()
     outputs_dir: str = "outputs"
 
     @model_validator(mode="after")

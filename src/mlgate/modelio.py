@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -20,6 +20,9 @@ FLOAT_TYPES = ("double", "float")
 INTEGER_TYPES = ("long", "integer")
 SIGNATURE_TYPES = (*FLOAT_TYPES, *INTEGER_TYPES, "boolean", "string")
 BUNDLE_FILE = "mlgate_bundle.json"
+# What runs a model's predictions (mlgate.runtime): auto picks ONNX Runtime when training proved its parity.
+RUNTIMES = ("auto", "onnx", "sklearn")
+RuntimeChoice = Literal["auto", "onnx", "sklearn"]
 REGISTERED_META_FILE = "registered_model_meta"
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -15,9 +18,11 @@ from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
 from mlgate import data as d
+from mlgate.compiler import Compiled, compile_pipeline
 from mlgate.config import PipelineConfig
 from mlgate.features import build_pipeline, reference_stats
 from mlgate.io import read_step_result, read_table, write_json, write_table
+from mlgate.runtime import ONNX, ONNX_FILE, PARITY_FILE, SKLEARN
 from mlgate.tracking import TAG_PREFIX, git_commit, step_run
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,34 @@ def _train_metric(cfg: PipelineConfig, y: np.ndarray, fitted: np.ndarray) -> dic
     return {"train_accuracy": float((fitted == y).mean())}
 
 
+def _compile(cfg: PipelineConfig, model: Pipeline, X_test: pd.DataFrame) -> Compiled | None:
+    """The ONNX model and its parity report, or None when ``onnx.enabled`` is false."""
+    if not cfg.onnx.enabled:
+        return None
+    compiled = compile_pipeline(model, X_test, cfg.onnx.tolerance)
+    if compiled.passed:
+        worst = compiled.report.get(
+            "max_abs_diff_probability", compiled.report.get("max_rel_diff_prediction")
+        )
+        log.info("train: compiled to ONNX, parity %.2g on %d rows", worst, compiled.report["rows"])
+    else:
+        log.warning("train: serving and scoring with scikit-learn: %s", compiled.report["reason"])
+    return compiled
+
+
+def _log_compiled(model_id: str, compiled: Compiled) -> None:
+    """The ONNX model (when it passed) and the parity report, into the logged model's own artifacts."""
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / PARITY_FILE).parent.mkdir(parents=True)
+        (folder / PARITY_FILE).write_text(json.dumps(compiled.report, indent=2, sort_keys=True) + "\n")
+        if compiled.model is not None:
+            (folder / ONNX_FILE).write_bytes(compiled.model)
+        MlflowClient().log_model_artifacts(model_id, str(folder))
+
+
 def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     """Split the validated data, fit the pipeline and log model, params, reference stats and lineage tags.
 
@@ -104,6 +137,7 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     train_metric = _train_metric(cfg, y_train.to_numpy(), fitted)
     signature = infer_signature(X_train, model.predict(X_train.head(20)))
     stats = reference_stats(train_df, cfg.data, predictions=pd.Series(fitted), task=cfg.task)
+    compiled = _compile(cfg, model, test_df[features])
     dataset = mlflow.data.from_pandas(
         train_df, source=validated.get("accepted_path", data_path), targets=target
     )
@@ -116,7 +150,13 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
         mlflow.log_input(dataset, context="training")
         mlflow.log_params(_flat_params(cfg))
         mlflow.log_metrics({**train_metric, "train_rows": len(train_df), "test_rows": len(test_df)})
-        mlflow.set_tags({f"{TAG_PREFIX}data_digest": dataset.digest, f"{TAG_PREFIX}git_commit": commit})
+        mlflow.set_tags(
+            {
+                f"{TAG_PREFIX}data_digest": dataset.digest,
+                f"{TAG_PREFIX}git_commit": commit,
+                f"{TAG_PREFIX}runtime": ONNX if compiled is not None and compiled.passed else SKLEARN,
+            }
+        )
         mlflow.log_dict(stats, REFERENCE_ARTIFACT)
         info = mlflow.sklearn.log_model(
             model,
@@ -136,9 +176,12 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
                     "git_commit": commit,
                     "data_digest": dataset.digest,
                     "config_hash": cfg.digest(),
+                    **({"onnx": compiled.report} if compiled is not None else {}),
                 }
             },
         )
+        if compiled is not None:
+            _log_compiled(info.model_id, compiled)
     log.info(
         "train: %s (%s) on %d rows (%d held out), %s, model %s",
         cfg.estimator.class_path,
@@ -159,6 +202,7 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
         "config_hash": cfg.digest(),
         "task": cfg.task,
         "train_rows": len(train_df),
+        "runtime": ONNX if compiled is not None and compiled.passed else SKLEARN,
         **train_metric,
     }
     write_json(summary, out / "train.json")

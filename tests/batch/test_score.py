@@ -64,7 +64,11 @@ def test_default_data_scored_like_the_model(trained_model: dict, tmp_path: Path)
         model = mlflow.sklearn.load_model(str(trained_model["model_dir"]))
     rows = raw.iloc[scores["_source_row"]][FEATURES]
     proba = scores[[f"proba_{c}" for c in model.classes_]].to_numpy()
-    np.testing.assert_allclose(proba, model.predict_proba(rows))
+    # the default model scores with ONNX Runtime, within the parity tolerance training proved
+    assert summary.runtime == "onnx"
+    np.testing.assert_allclose(
+        proba, model.predict_proba(rows), rtol=0, atol=trained_model["config"].onnx.tolerance
+    )
     assert (scores["prediction"].to_numpy() == model.predict(rows)).all()
     assert (scores["year"] == raw.iloc[scores["_source_row"]]["year"].astype(str).to_numpy()).all()
     assert scores["model_version"].iloc[0] != "" and scores["scored_at"].notna().all()
@@ -95,15 +99,24 @@ def test_corrupted_copy_quarantines_every_bad_row(trained_model: dict, tmp_path:
     assert "complete garbage without separators" in set(quarantine["_record"])  # the line as it was
 
 
-def test_workers_load_the_model_without_mlflow(trained_model: dict, tmp_path: Path) -> None:
-    model = load_batch_model(str(trained_model["model_dir"]), tmp_path)
+@pytest.mark.parametrize(
+    ("runtime", "loaded", "not_loaded"),
+    [
+        ("auto", "onnxruntime", {"sklearn", "scipy", "mlflow"}),
+        ("sklearn", "sklearn", {"onnxruntime", "mlflow"}),
+    ],
+)
+def test_workers_load_the_model_without_mlflow(
+    trained_model: dict, tmp_path: Path, runtime: str, loaded: str, not_loaded: set[str]
+) -> None:
+    model = load_batch_model(str(trained_model["model_dir"]), tmp_path, runtime)
     predictor = Predictor(model, workers=1)
     try:
         modules = predictor._pool.submit(worker_modules, 0).result()
         prediction = predictor.submit(pd.read_csv(PENGUINS).dropna().head(5)[FEATURES])
     finally:
         predictor.close()
-    assert "sklearn" in modules and "mlflow" not in modules
+    assert loaded in modules and not not_loaded & set(modules)
     assert prediction.proba.shape == (5, len(model.classes)) and set(prediction.labels) <= set(model.classes)
 
 

@@ -28,6 +28,7 @@ from mlflow.types.schema import ColSpec, Schema
 
 from mlgate.config import EstimatorConfig
 from mlgate.features import build_pipeline
+from mlgate.modelio import load_pipeline
 from mlgate.serving.follow import compatibility_problems
 from mlgate.serving.model import Column, load_served_model
 from mlgate.serving.service import Service
@@ -65,7 +66,7 @@ def versions(trained_model: dict[str, Any]) -> dict[str, Any]:
     )
     wider = Schema([*signature.inputs.inputs, ColSpec("long", "year", required=True)])
     return {
-        "champion": load_served_model(trained_model["model_dir"]).pipeline,
+        "champion": load_pipeline(trained_model["model_dir"]),
         "other": build_pipeline(cfg.data, logistic).fit(X, y),
         "signature": signature,
         "incompatible": type(signature)(inputs=wider, outputs=signature.outputs),

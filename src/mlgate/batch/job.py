@@ -30,11 +30,12 @@ from mlgate.io import Staged, remove, remove_stale_temporaries, sibling, table_f
 from mlgate.modelio import (
     Column,
     ModelLoadError,
+    RuntimeChoice,
     folder_identity,
-    load_pipeline,
     read_mlmodel,
     signature_columns,
 )
+from mlgate.runtime import AUTO, SKLEARN, load_runtime, pick_runtime
 from mlgate.quarantine import RECORD, REASON, SOURCE_FILE, SOURCE_ROW
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class BatchModel(_Typed):
     inputs: tuple[Column, ...]
     classes: tuple[str, ...]
     task: str = CLASSIFICATION
+    runtime: str = SKLEARN  # what scores: onnx or sklearn (mlgate.runtime.pick_runtime)
     reference: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @property
@@ -96,16 +98,18 @@ class BatchModel(_Typed):
         return pa.schema(fields)
 
 
-def load_batch_model(uri: str, workdir: Path) -> BatchModel:
+def load_batch_model(uri: str, workdir: Path, runtime: RuntimeChoice = AUTO) -> BatchModel:
     """Resolve a model URI (registry URI, any MLflow URI, or a local model folder) to a local folder.
 
     Raises:
-        ScoringError: the folder is not an MLflow scikit-learn model with an input signature.
+        ScoringError: the folder is not an MLflow scikit-learn model with an input signature, or the
+            runtime asked for cannot run it.
     """
     path, _ = resolve_model(uri, workdir)
     try:
         mlmodel = read_mlmodel(path)
         inputs = tuple(signature_columns(mlmodel))
+        chosen = pick_runtime(path, mlmodel, runtime)
     except ModelLoadError as exc:
         raise ScoringError(f"{uri}: {exc}") from None
     meta = (mlmodel.get("metadata") or {}).get("mlgate") or {}
@@ -120,6 +124,7 @@ def load_batch_model(uri: str, workdir: Path) -> BatchModel:
         inputs=inputs,
         classes=tuple(str(c) for c in meta.get("classes") or []),
         task=meta.get("task") or CLASSIFICATION,
+        runtime=chosen,
         reference=meta.get("reference_stats") or {},
     )
 
@@ -136,11 +141,12 @@ class Prediction(_Typed):
 
 
 class Scorer:
-    """The pipeline of a model folder (loaded without MLflow for skops models) and its drift reference."""
+    """The runtime of a model folder (ONNX Runtime, or the pipeline loaded without MLflow for skops models)
+    and its drift reference."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, runtime: RuntimeChoice = AUTO) -> None:
         mlmodel = read_mlmodel(path)
-        self.pipeline = load_pipeline(path, mlmodel)
+        self.pipeline = load_runtime(path, mlmodel, runtime)
         meta = (mlmodel.get("metadata") or {}).get("mlgate") or {}
         self.reference = meta.get("reference_stats") or {}
         self.regression = (meta.get("task") or CLASSIFICATION) == REGRESSION
@@ -403,6 +409,7 @@ class ScoreSummary(BaseModel):
     model_uri: str
     model_name: str
     model_version: str
+    runtime: str
     engine: str
     engine_settings: dict[str, Any]
     input: str
@@ -501,6 +508,7 @@ def finish(
             model_uri=model.uri,
             model_name=model.name,
             model_version=model.version,
+            runtime=model.runtime,
             engine=options.engine,
             engine_settings=result.engine_settings,
             input=options.input,

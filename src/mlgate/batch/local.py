@@ -57,12 +57,12 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
-def _init_worker(model_path: str, watch_parent: bool = True) -> None:
+def _init_worker(model_path: str, runtime: str, watch_parent: bool = True) -> None:
     """Load the model once per worker process (a skops model without importing MLflow)."""
     global _SCORER
     if watch_parent:
         threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
-    _SCORER = Scorer(model_path)
+    _SCORER = Scorer(model_path, runtime)  # type: ignore[arg-type]
 
 
 def _ready(_: int) -> bool:
@@ -91,12 +91,12 @@ class Predictor:
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(str(model.path),),
+                initargs=(str(model.path), model.runtime),
             )
             # Start every worker and load the model now, so start-up is measured apart from scoring.
             list(self._pool.map(_ready, range(workers)))
         else:
-            _init_worker(str(model.path), watch_parent=False)
+            _init_worker(str(model.path), model.runtime, watch_parent=False)
         self.use_predict: bool | None = None  # decided on the first chunk
 
     def submit(self, features: pd.DataFrame) -> Future | Prediction:
@@ -218,14 +218,15 @@ def score_local(options: ScoreOptions) -> ScoreSummary:
     fmt = table_format(options.output)
     paths = OutputPaths.beside(options.output)
     with tempfile.TemporaryDirectory(prefix="mlgate-score-") as workdir:
-        model = load_batch_model(options.model_uri, Path(workdir))
+        model = load_batch_model(options.model_uri, Path(workdir), options.runtime)
         predictor = Predictor(model, workers)
         startup = time.monotonic() - started
         log.info(
-            "score: model %s version %s (%s), %d input file(s), %d worker(s), start-up %.2fs",
+            "score: model %s version %s (%s, %s), %d input file(s), %d worker(s), start-up %.2fs",
             model.name,
             model.version,
             model.uri,
+            model.runtime,
             len(inputs.files),
             workers,
             startup,

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlgate.modelio import RuntimeChoice
+
 ENGINES = ("local", "spark")
 DEFAULT_CHUNK_ROWS = 100_000
 DEFAULT_SPARK_MASTER = "local[*]"
@@ -26,6 +28,8 @@ class ScoreOptions(BaseModel):
         chunk_rows: rows per chunk; memory grows with this and ``workers``, not with the input.
         workers: prediction processes of the local engine (default: one per core; 0 predicts in-process).
         spark_master: the Spark master URL of the spark engine.
+        runtime: ``auto`` (ONNX Runtime when training proved the compiled model's parity, else scikit-learn),
+            ``onnx`` or ``sklearn``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,3 +43,4 @@ class ScoreOptions(BaseModel):
     chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1)
     workers: int | None = Field(default=None, ge=0)
     spark_master: str = DEFAULT_SPARK_MASTER
+    runtime: RuntimeChoice = "auto"

@@ -120,9 +120,9 @@ def plan_tasks(fs: pafs.FileSystem, files: list[str], chunk_rows: int) -> list[T
 
 
 @functools.cache
-def _scorer(path: str) -> Scorer:
+def _scorer(path: str, runtime: str) -> Scorer:
     """The model, loaded once per executor Python worker."""
-    return Scorer(path)
+    return Scorer(path, runtime)  # type: ignore[arg-type]
 
 
 def run_task(task: Task, job: TaskJob, attempt: int = 0) -> TaskResult:
@@ -130,7 +130,7 @@ def run_task(task: Task, job: TaskJob, attempt: int = 0) -> TaskResult:
     from pyspark import SparkFiles
 
     options, model = job.options, job.model
-    scorer = _scorer(SparkFiles.get(job.model_file))
+    scorer = _scorer(SparkFiles.get(job.model_file), job.model.runtime)
     fs, _ = filesystem(options.input)
     fmt = table_format(options.output)
     name = f"part-{task.index:05d}-{attempt}.{fmt}"
@@ -228,7 +228,7 @@ def score_spark(options: ScoreOptions) -> ScoreSummary:
     inputs = list_inputs(options.input)
     paths = OutputPaths.beside(options.output)
     with tempfile.TemporaryDirectory(prefix="mlgate-spark-") as workdir:
-        model = load_batch_model(options.model_uri, Path(workdir))
+        model = load_batch_model(options.model_uri, Path(workdir), options.runtime)
         # Shipped as an archive (unpacked on each executor), under a name of its own: a Spark context
         # refuses a second file of the same name.
         base = Path(workdir) / f"mlgate-model-{os.urandom(6).hex()}"

@@ -1,6 +1,7 @@
-"""The served model: a scikit-learn pipeline loaded from an MLflow model folder (by :mod:`mlgate.modelio`,
-without importing MLflow for skops models), its input schema taken from the signature, and fast, strict
-conversion of request columns into the DataFrame the pipeline expects."""
+"""The served model: the runtime of an MLflow model folder (:mod:`mlgate.runtime`: ONNX Runtime on the
+compiled model when training proved its parity, else the scikit-learn pipeline, loaded without MLflow for
+skops models), its input schema taken from the signature, and fast, strict conversion of request columns into
+the arrays the runtime takes. Nothing here imports pandas or scikit-learn: the ONNX image has neither."""
 
 from __future__ import annotations
 
@@ -13,18 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from mlgate.config import CLASSIFICATION, REGRESSION
-from mlgate.modelio import (
-    Column,
-    ModelLoadError,
-    folder_identity,
-    load_pipeline,
-    read_mlmodel,
-    signature_columns,
-)
+from mlgate.modelio import Column, ModelLoadError, folder_identity, read_mlmodel, signature_columns
+from mlgate.runtime import Runtime, load_runtime, onnx_metadata
 from mlgate.serving.errors import show
+from mlgate.serving.settings import ServingSettings
 
 __all__ = ["Column", "InputError", "ModelLoadError", "ServedModel", "convert_column", "load_served_model"]
 
@@ -39,6 +34,7 @@ PUBLIC_SOURCE_SCHEMES = ("models:/", "runs:/", "s3://", "gs://")
 REPORTED_PACKAGES = (
     "mlgate",
     "scikit-learn",
+    "onnxruntime",
     "numpy",
     "pandas",
     "scipy",
@@ -99,9 +95,9 @@ def records_columns(records: list[dict[str, Any]]) -> tuple[dict[str, list[Any]]
 
 @dataclass
 class ServedModel:
-    """A loaded pipeline with what the service reports about it."""
+    """A loaded model runtime with what the service reports about it."""
 
-    pipeline: Any
+    pipeline: Runtime
     columns: list[Column]
     info: dict[str, Any] = field(default_factory=dict)
     input_example: list[dict[str, Any]] = field(default_factory=list)
@@ -119,8 +115,9 @@ class ServedModel:
     def version(self) -> str:
         return str(self.info.get("version") or "unknown")
 
-    def frame(self, columns: dict[str, list[Any]], n_rows: int) -> pd.DataFrame:
-        """Validate named columns against the signature and build the DataFrame; extra columns are ignored.
+    def frame(self, columns: dict[str, list[Any]], n_rows: int) -> dict[str, np.ndarray]:
+        """Validate named columns against the signature and convert them (column name to array, the
+        runtime's input); extra columns are ignored.
 
         Raises:
             InputError: a required column is missing, a column has the wrong length or a value the wrong type.
@@ -137,9 +134,9 @@ class ServedModel:
             elif len(values) != n_rows:
                 raise InputError(f"column {col.name!r} has {len(values)} values, expected {n_rows}")
             data[col.name] = convert_column(col, values)
-        return pd.DataFrame(data, copy=False)
+        return data
 
-    def records_frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+    def records_frame(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         """:meth:`frame` of rows given as records (objects of column name to value)."""
         return self.frame(*records_columns(records))
 
@@ -152,11 +149,11 @@ class ServedModel:
         if self.input_example:
             self.predict_proba(self.records_frame(self.input_example))
 
-    def predict(self, X: pd.DataFrame) -> list[Any]:
-        """The pipeline's predictions, as plain JSON-able values."""
+    def predict(self, X: dict[str, np.ndarray]) -> list[Any]:
+        """The model's predictions, as plain JSON-able values."""
         return self.pipeline.predict(X).tolist()
 
-    def predict_proba(self, X: pd.DataFrame) -> tuple[list[Any], np.ndarray]:
+    def predict_proba(self, X: dict[str, np.ndarray]) -> tuple[list[Any], np.ndarray]:
         """The most probable class and the class probabilities of each row (one pass through the pipeline);
         for a regressor, its predicted values and no probabilities (an array of zero columns)."""
         if self.is_regressor:
@@ -194,21 +191,25 @@ def _input_example(folder: Path, mlmodel: dict[str, Any]) -> list[dict[str, Any]
     return example if isinstance(example, list) else []
 
 
-def load_served_model(folder: str | Path, overrides: dict[str, str | None] | None = None) -> ServedModel:
+def load_served_model(
+    folder: str | Path, overrides: dict[str, str | None] | None = None, runtime: str | None = None
+) -> ServedModel:
     """Load an MLflow scikit-learn model folder for serving.
 
     Args:
         folder: the model folder (holding ``MLmodel``).
         overrides: ``name``/``version``/``alias`` to report when the folder does not record them.
+        runtime: ``auto``, ``onnx`` or ``sklearn`` (default: the ``MLGATE_SERVE_RUNTIME`` setting).
 
     Raises:
-        ModelLoadError: no MLmodel, no sklearn flavor, or no usable signature.
+        ModelLoadError: no MLmodel, no sklearn flavor, no usable signature, or the runtime cannot load it.
     """
     folder = Path(folder)
     mlmodel = read_mlmodel(folder)
     flavor = mlmodel["flavors"]["sklearn"]
     columns = signature_columns(mlmodel)
-    pipeline = load_pipeline(folder, mlmodel)
+    pipeline = load_runtime(folder, mlmodel, runtime or ServingSettings().runtime)  # type: ignore[arg-type]
+    compiled = onnx_metadata(mlmodel)
     recorded = folder_identity(folder)
     mlgate_meta = (mlmodel.get("metadata") or {}).get("mlgate") or {}
     overrides = {k: v for k, v in (overrides or {}).items() if v}
@@ -229,6 +230,8 @@ def load_served_model(folder: str | Path, overrides: dict[str, str | None] | Non
         "task": mlgate_meta.get("task") or (CLASSIFICATION if hasattr(pipeline, "classes_") else REGRESSION),
         "classes": [str(c) for c in getattr(pipeline, "classes_", [])],
         "sklearn_version": flavor.get("sklearn_version"),
+        "runtime": pipeline.name,
+        "onnx": {k: compiled[k] for k in ("passed", "reason", "precision", "rows") if k in compiled} or None,
         "packages": _package_versions(),
     }
     if info["version"] is not None:

@@ -100,6 +100,7 @@ def serve(settings: ServingSettings) -> None:
             if value:
                 os.environ[f"MLGATE_SERVE_MODEL_{key.upper()}"] = str(value)
         exported = (
+            "runtime",
             "max_body_bytes",
             "max_rows",
             "timeout_seconds",

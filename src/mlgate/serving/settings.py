@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlgate.modelio import RuntimeChoice
+
 
 class ServingSettings(BaseSettings):
     """Everything the service can be tuned with; safe defaults for a container."""
@@ -14,6 +16,10 @@ class ServingSettings(BaseSettings):
     model: str | None = Field(
         default=None,
         description="A local MLflow model folder, or a model URI (models:/name@alias, runs:/...).",
+    )
+    runtime: RuntimeChoice = Field(
+        default="auto",
+        description="auto: ONNX Runtime when the model has a parity-proven ONNX file, else scikit-learn.",
     )
     host: str = "127.0.0.1"
     port: int = Field(

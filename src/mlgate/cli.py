@@ -315,7 +315,7 @@ def result_cmd(ctx: click.Context, step: str, field: str) -> None:
 
 
 def _champion_uri(ctx: click.Context) -> str:
-    cfg = _config(ctx)
+    cfg = load_config(ctx.obj["config_path"], import_estimator=False)  # serving never fits
     return f"models:/{cfg.model_name}@{cfg.promotion.aliases.champion}"
 
 
@@ -483,7 +483,7 @@ def score_cmd(
     cfg = None
     config_given = ctx.find_root().get_parameter_source("config_path") != click.core.ParameterSource.DEFAULT
     if config_given or os.path.isfile(ctx.obj["config_path"]):
-        cfg = _config(ctx)
+        cfg = load_config(ctx.obj["config_path"], import_estimator=False)  # scoring never fits
     elif model_uri is None:
         raise click.UsageError(f"no config file {ctx.obj['config_path']}: pass --model")
     if model_uri is None:

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path("config/pipeline.yaml")
 CLASSIFICATION, REGRESSION = "classification", "regression"
@@ -239,8 +247,12 @@ class PipelineConfig(_Strict):
     outputs_dir: str = "outputs"
 
     @model_validator(mode="after")
-    def _resolve_task(self) -> "PipelineConfig":
-        """Infer ``task`` from the estimator when absent; refuse an estimator or classes of the other task."""
+    def _resolve_task(self, info: ValidationInfo) -> "PipelineConfig":
+        """Infer ``task`` from the estimator when absent; refuse an estimator or classes of the other task.
+        With the context ``{"import_estimator": False}`` (batch scoring, which never fits: it spares the
+        scoring process scikit-learn's import) the estimator is not imported and ``task`` stays as given."""
+        if not (info.context or {}).get("import_estimator", True):
+            return self
         kind = estimator_task(import_class(self.estimator.class_path))
         task = self.task or kind
         if task is None:
@@ -295,13 +307,17 @@ def _format_errors(err: ValidationError) -> str:
 
 
 def load_config(
-    path: str | Path = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] | None = None
+    path: str | Path = DEFAULT_CONFIG_PATH,
+    overrides: dict[str, Any] | None = None,
+    import_estimator: bool = True,
 ) -> PipelineConfig:
     """Read and validate the pipeline config.
 
     Args:
         path: the YAML file.
         overrides: dotted keys to replace after reading, e.g. ``{"data.source": "other.csv"}``.
+        import_estimator: import the estimator class to check it and infer ``task`` (False: neither, for
+            commands that never fit a model).
 
     Returns:
         The validated config.
@@ -325,6 +341,6 @@ def load_config(
             node = node.setdefault(part, {})
         node[leaf] = value
     try:
-        return PipelineConfig.model_validate(raw)
+        return PipelineConfig.model_validate(raw, context={"import_estimator": import_estimator})
     except ValidationError as exc:
         raise ConfigError(f"invalid config {path}: {_format_errors(exc)}") from None

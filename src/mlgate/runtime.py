@@ -59,20 +59,16 @@ class SklearnRuntime:
         return np.asarray(self.pipeline.predict_proba(self._frame(X)))
 
 
-def text_input(values: Any, fill: str) -> np.ndarray:
+def text_input(values: Any, fill: str, strict: bool = False) -> np.ndarray:
     """A text column as the graph takes it, shaped (N, 1): NaN (what scikit-learn imputes) made ``fill``, None
-    (which it does not) ``NONE_TEXT``, anything else its text."""
+    (which it does not) ``NONE_TEXT``, the rest as it is (vectorised: a batch chunk has 100,000 rows).
+    ``strict``: also make any value that is not text its text (numbers in a text column), one by one."""
     array = np.asarray(values, dtype=object).ravel()
-    out = np.empty(len(array), dtype=object)
-    for i, v in enumerate(array):
-        if isinstance(v, str):
-            out[i] = v
-        elif v is None:
-            out[i] = NONE_TEXT
-        elif isinstance(v, float) and v != v:
-            out[i] = fill
-        else:
-            out[i] = str(v)
+    out = array.copy()
+    out[array == None] = NONE_TEXT  # noqa: E711 - elementwise, not an identity test
+    out[array != array] = fill  # NaN is the one value not equal to itself
+    if strict:
+        out = np.array([v if type(v) is str else str(v) for v in out], dtype=object)
     return out.reshape(-1, 1)
 
 
@@ -98,25 +94,36 @@ class OnnxRuntime:
         if classes is not None:
             self.classes_ = np.asarray(classes)
 
-    def feed(self, X: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def feed(self, X: Mapping[str, Any], strict: bool = False) -> dict[str, np.ndarray]:
         """The graph's inputs from a DataFrame or a mapping of column to values."""
         return {
             name: (
                 np.asarray(X[name], dtype=np.float64).reshape(-1, 1)
                 if fill is None
-                else text_input(X[name], fill)
+                else text_input(X[name], fill, strict)
             )
             for name, fill in self.inputs
         }
 
     def _run(self, X: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.session.run(None, self.feed(X))))
+        try:
+            outputs = self.session.run(None, self.feed(X))
+        except (
+            RuntimeError
+        ):  # a text column holding something else (a number): feed its text, as pandas would
+            outputs = self.session.run(None, self.feed(X, strict=True))
+        return dict(zip(self.outputs, outputs))
 
     def predict(self, X: Mapping[str, Any]) -> np.ndarray:
         out = self._run(X)
         if VARIABLE in out:
             return out[VARIABLE].astype(np.float64).ravel()
         return out[LABEL].ravel()  # the estimator's own predict (an SVC's is not its most probable class)
+
+    def predict_both(self, X: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``predict`` and ``predict_proba`` of a classifier from one run of the graph."""
+        out = self._run(X)
+        return out[LABEL].ravel(), out[PROBABILITIES].astype(np.float64)
 
     def predict_proba(self, X: Mapping[str, Any]) -> np.ndarray:
         if not hasattr(self, "classes_"):

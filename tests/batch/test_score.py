@@ -99,25 +99,37 @@ def test_corrupted_copy_quarantines_every_bad_row(trained_model: dict, tmp_path:
     assert "complete garbage without separators" in set(quarantine["_record"])  # the line as it was
 
 
-@pytest.mark.parametrize(
-    ("runtime", "loaded", "not_loaded"),
-    [
-        ("auto", "onnxruntime", {"sklearn", "scipy", "mlflow"}),
-        ("sklearn", "sklearn", {"onnxruntime", "mlflow"}),
-    ],
-)
-def test_workers_load_the_model_without_mlflow(
-    trained_model: dict, tmp_path: Path, runtime: str, loaded: str, not_loaded: set[str]
-) -> None:
-    model = load_batch_model(str(trained_model["model_dir"]), tmp_path, runtime)
+def test_workers_load_the_model_without_mlflow(trained_model: dict, tmp_path: Path) -> None:
+    model = load_batch_model(str(trained_model["model_dir"]), tmp_path, "sklearn")
     predictor = Predictor(model, workers=1)
     try:
         modules = predictor._pool.submit(worker_modules, 0).result()
         prediction = predictor.submit(pd.read_csv(PENGUINS).dropna().head(5)[FEATURES])
     finally:
         predictor.close()
-    assert loaded in modules and not not_loaded & set(modules)
+    assert predictor.kind == "processes"
+    assert "sklearn" in modules and not {"mlflow", "onnxruntime"} & set(modules)
     assert prediction.proba.shape == (5, len(model.classes)) and set(prediction.labels) <= set(model.classes)
+
+
+def test_an_onnx_model_is_scored_by_threads_sharing_one_session(trained_model: dict, tmp_path: Path) -> None:
+    """ONNX Runtime releases the GIL while it runs: threads, and no copy of each chunk to another process."""
+    model = load_batch_model(str(trained_model["model_dir"]), tmp_path)
+    assert model.runtime == "onnx"
+    rows = pd.read_csv(PENGUINS).dropna()[FEATURES]
+    predictor = Predictor(model, workers=2)
+    try:
+        first = predictor.submit(rows)
+        later = [predictor.submit(rows.iloc[i::3]) for i in range(3)]
+        later = [f.result() for f in later]
+    finally:
+        predictor.close()
+    assert predictor.kind == "threads" and first.agree
+    reference = Predictor(model.model_copy(update={"runtime": "sklearn"}), workers=0).submit(rows)
+    assert (first.labels == reference.labels).all()
+    assert np.abs(first.proba - reference.proba).max() <= trained_model["config"].onnx.tolerance
+    for i, part in enumerate(later):
+        assert (part.labels == first.labels[i::3]).all()
 
 
 def test_registry_alias_is_pinned_and_reported(trained_model: dict, tmp_path: Path, monkeypatch) -> None:

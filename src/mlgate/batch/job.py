@@ -35,7 +35,7 @@ from mlgate.modelio import (
     read_mlmodel,
     signature_columns,
 )
-from mlgate.runtime import AUTO, SKLEARN, load_runtime, pick_runtime
+from mlgate.runtime import AUTO, SKLEARN, OnnxRuntime, load_runtime, pick_runtime
 from mlgate.quarantine import RECORD, REASON, SOURCE_FILE, SOURCE_ROW
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,13 @@ class Scorer:
         if self.regression:
             values = np.asarray(self.pipeline.predict(features), dtype=np.float64)
             return np.empty((len(features), 0)), values, True
+        if isinstance(self.pipeline, OnnxRuntime):  # its predict comes with the probabilities, from one run
+            predicted, proba = self.pipeline.predict_both(features)
+            predicted = predicted.astype(str)
+            if check:
+                labels = np.asarray(self.pipeline.classes_)[np.argmax(proba, axis=1)]
+                return proba, predicted, bool(np.array_equal(predicted, labels.astype(str)))
+            return proba, predicted, True
         proba = np.asarray(self.pipeline.predict_proba(features), dtype=np.float64)
         labels = np.asarray(self.pipeline.classes_)[np.argmax(proba, axis=1)]
         agree = True

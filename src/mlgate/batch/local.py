@@ -4,6 +4,7 @@ grow with the input."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -12,7 +13,8 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from mlgate.batch.options import ScoreOptions
 from mlgate.batch.read import Unreadable, list_inputs, read_file
 from mlgate.drift import DriftAccumulator
 from mlgate.io import Staged, table_format
+from mlgate.runtime import ONNX
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +80,29 @@ def worker_modules(_: int) -> list[str]:
 
 def _score(features: pd.DataFrame, check: bool, use_predict: bool) -> Prediction:
     assert _SCORER is not None  # nosec B101 - set by the pool's initializer
-    return _SCORER.score(features, check, use_predict, drift=False)  # the reader counts drift (_stream)
+    return _score_with(_SCORER, features, check, use_predict)
+
+
+def _score_with(scorer: Scorer, features: pd.DataFrame, check: bool, use_predict: bool) -> Prediction:
+    return scorer.score(features, check, use_predict, drift=False)  # the reader counts drift (_stream)
 
 
 class Predictor:
-    """A pool of worker processes, each holding the model (0 workers: predict in this process)."""
+    """Where chunks are predicted: a pool of worker processes, each holding the model (scikit-learn, whose
+    Python work holds the GIL); threads sharing one ONNX Runtime session (which releases the GIL while it
+    runs, so nothing is copied to another process and back); or, with 0 workers, this thread."""
 
     def __init__(self, model: BatchModel, workers: int) -> None:
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 0:
+        self._pool: ProcessPoolExecutor | ThreadPoolExecutor | None = None
+        self._call: Callable[[pd.DataFrame, bool, bool], Prediction] = _score
+        self.kind = "processes" if workers > 0 else "in-process"
+        if workers > 0 and model.runtime == ONNX:
+            scorer = Scorer(model.path, ONNX)
+            self._call = functools.partial(_score_with, scorer)
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlgate-score")
+            self.kind = "threads"
+        elif workers > 0:
             self._pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -103,9 +119,9 @@ class Predictor:
         """Score a chunk in the pool (a future), or here; the first chunk decides whether to call predict."""
         check = self.use_predict is None
         if self._pool is None:
-            result = _score(features, check, bool(self.use_predict))
+            result = self._call(features, check, bool(self.use_predict))
         else:
-            future = self._pool.submit(_score, features, check, bool(self.use_predict))
+            future = self._pool.submit(self._call, features, check, bool(self.use_predict))
             if not check:
                 return future
             result = future.result()
@@ -220,15 +236,17 @@ def score_local(options: ScoreOptions) -> ScoreSummary:
     with tempfile.TemporaryDirectory(prefix="mlgate-score-") as workdir:
         model = load_batch_model(options.model_uri, Path(workdir), options.runtime)
         predictor = Predictor(model, workers)
+        pool_kind = predictor.kind
         startup = time.monotonic() - started
         log.info(
-            "score: model %s version %s (%s, %s), %d input file(s), %d worker(s), start-up %.2fs",
+            "score: model %s version %s (%s, %s), %d input file(s), %d worker(s) (%s), start-up %.2fs",
             model.name,
             model.version,
             model.uri,
             model.runtime,
             len(inputs.files),
             workers,
+            pool_kind,
             startup,
         )
         paths.remove_stale_temporaries()
@@ -260,6 +278,6 @@ def score_local(options: ScoreOptions) -> ScoreSummary:
         unreadable=unreadable,
         written=writers["output"].rows,
         staged=staged,
-        engine_settings={"workers": workers, "chunk_rows": options.chunk_rows},
+        engine_settings={"workers": workers, "pool": pool_kind, "chunk_rows": options.chunk_rows},
     )
     return finish(options, model, inputs.files, inputs.ignored, result, scored_at, started, startup)

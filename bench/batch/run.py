@@ -1,20 +1,32 @@
-"""Batch scoring benchmark: `mlgate score` vs `mlflow models predict` vs the in-memory two-core limit.
+"""Batch scoring benchmark: `mlgate score` on ONNX Runtime and on scikit-learn vs `mlflow models predict`,
+interleaved, and the in-memory two-core limit.
 
 Synthetic rows are drawn from the penguins distribution (per species: numeric features from a normal with that
-species' mean and std, islands and sexes by their shares). Two models behind the same preprocessing: the
-default config's forest and a heavy 300-tree forest. For each size and model: wall time, rows/s, CPU use
-(user+sys / wall) and peak RSS of the whole process tree. Start-up (imports, model load) is measured on its
-own on a 5-row input. Results go to bench/results/batch/ as JSON and a Markdown table.
+species' mean and std, islands and sexes by their shares), as CSV, made once per size and kept. The models
+(the default config's forest, and a heavy 300-tree forest behind the same preprocessing) are saved as `mlgate
+train` saves them: with the compiled ONNX model and its parity report.
 
-    .venv/bin/python bench/batch/run.py --rows 1000000 10000000        # the full run (quiet machine!)
-    .venv/bin/python bench/batch/run.py --rows 2000 --quick            # a smoke test
+Each tool runs ``--repeat`` times per model and size, interleaved (the order rotates each round: A, B, C;
+B, C, A; ...; so load that comes and goes hits every tool alike). Per run: wall seconds, rows/s (start-up
+included), CPU seconds of the whole process tree (user + sys: the child's rusage, which counts every
+descendant it waited for, or the sum of the tree sampled every 0.1 s when that is larger), CPU microseconds
+per row, peak RSS of the tree (sum over its processes, sampled every 0.1 s) and the 1-minute load average
+before the run. `mlgate score` runs with its defaults (one worker per core, 100,000-row chunks, Parquet
+output, quarantine, summary, drift report) and ``--runtime onnx`` or ``--runtime sklearn``; each run's
+``<output stem>.summary.json`` must name that runtime, and on sizes up to ``--check-max-rows`` the first
+round's labels of every tool must agree. Start-up is a 5-row input of its own (``--no-startup`` to skip);
+the in-memory limit (the pipeline's predict on the input already in memory, two halves in two processes,
+parsing excluded) runs once per size after the rounds (``--no-limit`` to skip).
 
-``--compare`` instead runs each tool ``--repeat`` times at each size, interleaved (the order rotates each
-round, so load that comes and goes hits every tool alike), and reports min / median / max, the ratios of the
-medians, and the machine's load average before each run; ``--before SRC`` adds `mlgate score` from another
-source tree (e.g. ``git archive <commit> src | tar -x -C /tmp/before``), run with the same interpreter:
+    .venv/bin/python bench/batch/run.py                                  # issue 16 figures (quiet machine!)
+    .venv/bin/python bench/batch/run.py --rows 20000 --repeat 1          # smoke
+    .venv/bin/python bench/batch/run.py --rows 1000000,10000000 --models default,heavy --runtimes onnx,sklearn
+    .venv/bin/python bench/batch/run.py --rows 1000000 --repeat 5 --before /tmp/before/src   # vs another tree
 
-    .venv/bin/python bench/batch/run.py --compare --rows 1000000 --repeat 5 --before /tmp/before/src
+``--before SRC`` adds `mlgate score` from another source tree (e.g. ``git archive <commit> src | tar -x -C
+/tmp/before``), run with the same interpreter and no ``--runtime`` (older trees have none). Results:
+bench/results/batch/results.json (every run) and results.md (the table, ratios of the medians, and the
+issue 16 targets met or missed).
 """
 
 from __future__ import annotations
@@ -22,20 +34,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess  # nosec B404 - benchmark driver runs fixed commands
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import psutil
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+from common import (  # noqa: E402
+    fmt,
+    has_onnx,
+    is_current,
+    load_avg,
+    machine,
+    ratio,
+    rotations,
+    save_model,
+    split_list,
+    spread,
+)
+
 BIN = Path(sys.executable).parent
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex"]
 NUMERIC = FEATURES[1:5]
+MLFLOW = "mlflow models predict"
+BEFORE = "mlgate score (before)"
+TOOL = {"onnx": "mlgate score (ONNX)", "sklearn": "mlgate score (scikit-learn)"}
+MLFLOW_ENV = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+STARTUP_ROWS = 5
 
 
 def synthesize(rows: int, path: Path, seed: int = 0, block: int = 1_000_000) -> Path:
@@ -67,17 +99,16 @@ def synthesize(rows: int, path: Path, seed: int = 0, block: int = 1_000_000) -> 
 
 
 def build_models(folder: Path) -> dict[str, Path]:
-    """The default config's pipeline and a 300-tree forest, same preprocessing, as MLflow model folders."""
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
+    """The default config's pipeline and a 300-tree forest, same preprocessing, saved as `mlgate train` saves
+    them (with the compiled ONNX model). Kept between runs; rebuilt when older than that."""
+    from mlgate import data as d
     from mlgate.config import load_config
-    from mlgate.features import build_pipeline, reference_stats
-    from mlgate.train import trusted_types
+    from mlgate.features import build_pipeline
+    from mlgate.io import read_table
 
     cfg = load_config(REPO / "config" / "pipeline.yaml")
-    data = pd.read_csv(REPO / "data" / "penguins.csv").dropna(subset=["species"])
-    X, y = data[FEATURES], data["species"]
+    typed, _ = d.coerce_types(read_table(REPO / cfg.data.source), cfg.data, cfg.task)
+    train, holdout = d.split(typed, cfg.data, cfg.split, cfg.task)
     specs = {
         "default": cfg.estimator,
         "heavy": cfg.estimator.model_copy(
@@ -87,60 +118,70 @@ def build_models(folder: Path) -> dict[str, Path]:
     paths = {}
     for name, spec in specs.items():
         dest = folder / f"model-{name}"
-        if not (dest / "MLmodel").exists():
-            model = build_pipeline(cfg.data, spec).fit(X, y)
-            mlflow.sklearn.save_model(
-                model,
-                str(dest),
-                serialization_format="skops",
-                skops_trusted_types=trusted_types(model),
-                signature=infer_signature(X, model.predict(X.head(5))),
-                metadata={
-                    "mlgate": {
-                        "classes": list(model.classes_),
-                        "reference_stats": reference_stats(data, cfg.data),
-                    }
-                },
+        if not is_current(dest):
+            model = build_pipeline(cfg.data, spec, cfg.task).fit(
+                train[cfg.data.feature_names], train[cfg.data.target]
             )
+            save_model(dest, model, cfg, train, holdout, spec)
         paths[name] = dest
     return paths
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run a command; wall seconds, CPU use of the process tree, peak RSS (sum over the tree) in MiB."""
-    before = os.times()
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def measure(cmd: list[str], env: dict[str, str] | None, log: Path) -> dict[str, float]:
+    """Run a command to its end: wall seconds, CPU seconds of the process tree, peak RSS (sum over the tree).
+
+    CPU is the larger of the child's rusage (``os.wait4``: the child and every descendant it waited for) and
+    the sum of each process's own user + sys as last sampled (catches a descendant nobody waited for).
+    """
     start = time.monotonic()
-    proc = psutil.Popen(
-        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    peak = 0
-    while proc.poll() is None:
-        try:
-            procs = [proc, *proc.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
+    with open(log, "wb") as err:
+        popen = subprocess.Popen(
+            cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=err
+        )  # nosec B603 - fixed commands of the tools under test
+    proc = psutil.Process(popen.pid)
+    peak, seen = 0, {}
+    while True:
+        pid, status, usage = os.wait4(popen.pid, os.WNOHANG)
+        if pid:
+            break
+        rss = 0
+        for p in _tree(proc):
+            try:
+                with p.oneshot():
+                    rss += p.memory_info().rss
+                    t = p.cpu_times()
+                    seen[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        peak = max(peak, rss)
         time.sleep(0.1)
     wall = time.monotonic() - start
-    after = os.times()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    popen.returncode = os.waitstatus_to_exitcode(status)
+    if popen.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({popen.returncode}): {log.read_text()[-2000:]}")
+    rusage = usage.ru_utime + usage.ru_stime
+    sampled = sum(seen.values())
     return {
-        "wall_s": round(wall, 2),
-        "cpu_pct": round(100 * cpu / wall, 0),
-        "peak_rss_mib": round(peak / 2**20, 0),
+        "wall_s": round(wall, 3),
+        "cpu_s": round(max(rusage, sampled), 3),
+        "cpu_s_rusage": round(rusage, 3),
+        "cpu_s_sampled": round(sampled, 3),
+        "peak_rss_mib": round(peak / 2**20, 1),
     }
 
 
-def mlgate_cmd(model: Path, data: Path, out: Path) -> list[str]:
+def mlgate_cmd(model: Path, data: Path, out: Path, runtime: str | None) -> list[str]:
     """`mlgate score` with its defaults, as `python -m mlgate` (so that another source tree can go first)."""
-    return [sys.executable, "-m", "mlgate", "score", "--model", str(model), "--input", str(data)] + [
-        "--output",
-        str(out),
-        "--key",
-        "id",
-    ]
+    cmd = [sys.executable, "-m", "mlgate", "score", "--model", str(model), "--input", str(data)]
+    cmd += ["--output", str(out), "--key", "id"]
+    return cmd + (["--runtime", runtime] if runtime else [])
 
 
 def mlflow_cmd(model: Path, data: Path, out: Path) -> list[str]:
@@ -152,65 +193,59 @@ def mlflow_cmd(model: Path, data: Path, out: Path) -> list[str]:
     ]
 
 
-MLFLOW_ENV = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+def tools_for(args: argparse.Namespace, model: Path, data: Path) -> dict[str, dict[str, Any]]:
+    """Each tool's command, environment, output and the runtime its summary must name."""
+    tools: dict[str, dict[str, Any]] = {}
+    for runtime in args.runtimes:
+        out = args.work / f"out-{runtime}.parquet"
+        tools[TOOL[runtime]] = {"cmd": mlgate_cmd(model, data, out, runtime), "out": out, "runtime": runtime}
+    if args.before:
+        out = args.work / "out-before.parquet"
+        tools[BEFORE] = {
+            "cmd": mlgate_cmd(model, data, out, None),
+            "env": {"PYTHONPATH": str(args.before)},
+            "out": out,
+        }
+    rows = _rows(data)
+    if not args.skip_mlflow and rows <= args.mlflow_max_rows:
+        out = args.work / "out-mlflow.json"
+        tools[MLFLOW] = {"cmd": mlflow_cmd(model, data, out), "env": MLFLOW_ENV, "out": out}
+    return tools
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+def _rows(data: Path) -> int:
+    return int(data.stem.split("-")[1])
 
 
-def compare(args: argparse.Namespace, models: dict[str, Path]) -> None:
-    """Each tool ``--repeat`` times per model and size, interleaved; min / median / max and load."""
-    tools: dict[str, tuple[list[str], dict[str, str]]] = {}
-    lines = [
-        "| model | rows | tool | runs | wall s min / median / max | rows/s median | vs mlflow (medians) "
-        "| vs before (medians) | load avg before a run, min / median / max |",
-        "|---|---:|---|---:|---|---:|---:|---:|---|",
-    ]
-    results = []
-    for name in args.models:
-        for rows in args.rows:
-            data = synthesize(rows, args.work / f"rows-{rows}.csv")
-            tools = {"mlgate score": (mlgate_cmd(models[name], data, args.work / "after.parquet"), {})}
-            if args.before:
-                env = {"PYTHONPATH": str(args.before)}
-                tools["mlgate score (before)"] = (
-                    mlgate_cmd(models[name], data, args.work / "before.parquet"),
-                    env,
-                )
-            tools["mlflow models predict"] = (
-                mlflow_cmd(models[name], data, args.work / "mlflow.json"),
-                MLFLOW_ENV,
-            )
-            runs: dict[str, list[dict]] = {t: [] for t in tools}
-            order = list(tools)
-            for r in range(args.repeat):
-                for tool in order[r % len(order) :] + order[: r % len(order)]:
-                    load = os.getloadavg()[0]
-                    m = measure(*tools[tool])
-                    m["load_before"] = load
-                    runs[tool].append(m)
-                    print(json.dumps({"model": name, "rows": rows, "tool": tool, **m}), flush=True)
-            walls = {t: _spread([m["wall_s"] for m in ms]) for t, ms in runs.items()}
-            for tool, ms in runs.items():
-                w, load = walls[tool], _spread([m["load_before"] for m in ms])
-                vs_mlflow = walls["mlflow models predict"]["median"] / w["median"]
-                vs_before = walls["mlgate score (before)"]["median"] / w["median"] if args.before else None
-                results.append(
-                    {"model": name, "rows": rows, "tool": tool, "runs": ms, "wall": w, "load": load}
-                )
-                lines.append(
-                    f"| {name} | {rows:,} | {tool} | {len(ms)} "
-                    f"| {w['min']:.2f} / {w['median']:.2f} / {w['max']:.2f} "
-                    f"| {rows / w['median']:,.0f} | {vs_mlflow:.2f}x | "
-                    + (f"{vs_before:.2f}x" if vs_before else "-")
-                    + f" | {load['min']:.2f} / {load['median']:.2f} / {load['max']:.2f} |"
-                )
-    (args.work / "compare.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = "\n".join(lines) + "\n"
-    (args.work / "compare.md").write_text(table)
-    print(f"{os.cpu_count()} cores; ratios > 1: faster than the other tool")
-    print(table)
+def summary_of(out: Path) -> dict[str, Any]:
+    return json.loads(out.with_name(out.stem + ".summary.json").read_text())
+
+
+def labels(tool: str, out: Path) -> np.ndarray:
+    """The predicted labels a tool wrote, in input order."""
+    if tool == MLFLOW:
+        predictions = json.loads(out.read_text())
+        predictions = predictions["predictions"] if isinstance(predictions, dict) else predictions
+        return np.asarray(
+            [p if not isinstance(p, dict) else next(iter(p.values())) for p in predictions], str
+        )
+    frame = pd.read_parquet(out)
+    column = next(c for c in ("prediction", "predictions", "label") if c in frame.columns)
+    frame = frame.sort_values("id", key=lambda s: s.astype(int))
+    return frame[column].astype(str).to_numpy()
+
+
+def check_run(tool: str, spec: dict[str, Any], rows: int) -> str | None:
+    """The runtime that scored (from the summary of a `mlgate score` run); raises when it is not the one asked
+    for or a row was not scored."""
+    if tool == MLFLOW:
+        return "sklearn"
+    summary = summary_of(spec["out"])
+    if spec.get("runtime") and summary.get("runtime") != spec["runtime"]:
+        raise RuntimeError(f"{tool}: the summary says runtime {summary.get('runtime')!r}")
+    if summary.get("rows_scored") != rows:
+        raise RuntimeError(f"{tool}: scored {summary.get('rows_scored')} of {rows} rows")
+    return summary.get("runtime")
 
 
 IN_MEMORY = r"""
@@ -242,141 +277,237 @@ def in_memory(model: Path, data: Path) -> dict[str, float]:
     }
 
 
+def run(args: argparse.Namespace, models: dict[str, Path]) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "runs": [],
+        "limits": [],
+        "checks": [],
+    }
+    sizes = ([STARTUP_ROWS] if args.startup else []) + args.rows
+    for name in args.models:
+        if "onnx" in args.runtimes and not has_onnx(models[name]):
+            raise SystemExit(
+                f"{models[name]}: its compiled model did not pass parity; no ONNX runtime to time"
+            )
+        for rows in sizes:
+            data = synthesize(rows, args.work / f"rows-{rows}.csv")
+            tools = tools_for(args, models[name], data)
+            for r, order in rotations(list(tools), args.repeat):
+                for tool in order:
+                    spec = tools[tool]
+                    m = {"model": name, "rows": rows, "tool": tool, "round": r, "load_before": load_avg()}
+                    m.update(measure(spec["cmd"], spec.get("env"), args.work / "last-run.log"))
+                    m["runtime"] = check_run(tool, spec, rows)
+                    m["rows_per_s"] = round(rows / m["wall_s"])
+                    m["cpu_us_per_row"] = round(m["cpu_s"] / rows * 1e6, 3)
+                    results["runs"].append(m)
+                    print(json.dumps(m), flush=True)
+                if r == 0 and rows <= args.check_max_rows:
+                    results["checks"].append(agree(name, rows, tools))
+            if args.limit and rows != STARTUP_ROWS:
+                limit = {
+                    "model": name,
+                    "rows": rows,
+                    "load_before": load_avg(),
+                    **in_memory(models[name], data),
+                }
+                results["limits"].append(limit)
+                print(json.dumps(limit), flush=True)
+    return results
+
+
+def agree(name: str, rows: int, tools: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every tool wrote the same labels for every row (or this raises)."""
+    got = {tool: labels(tool, spec["out"]) for tool, spec in tools.items()}
+    first, reference = next(iter(got.items()))
+    for tool, values in got.items():
+        if len(values) != rows or (values != reference).any():
+            differ = int((values != reference).sum()) if len(values) == len(reference) else "all"
+            raise RuntimeError(f"{name}, {rows} rows: {tool} disagrees with {first} on {differ} labels")
+    return {"model": name, "rows": rows, "tools": list(got), "labels_agree": True}
+
+
+# --- the tables ------------------------------------------------------------------------------------------
+
+
+def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Spreads over the rounds per (model, rows, tool)."""
+    groups: dict[tuple, list[dict]] = {}
+    for m in results["runs"]:
+        groups.setdefault((m["model"], m["rows"], m["tool"]), []).append(m)
+    return [
+        {
+            "model": model,
+            "rows": rows,
+            "tool": tool,
+            "runs": len(ms),
+            "runtime": ms[0]["runtime"],
+            **{
+                key: spread([m[key] for m in ms])
+                for key in ("wall_s", "rows_per_s", "cpu_s", "cpu_us_per_row", "peak_rss_mib", "load_before")
+            },
+        }
+        for (model, rows, tool), ms in groups.items()
+    ]
+
+
+def _get(summary: list[dict], model: str, rows: int, tool: str, key: str) -> float | None:
+    row = next((s for s in summary if (s["model"], s["rows"], s["tool"]) == (model, rows, tool)), None)
+    return row[key]["median"] if row else None
+
+
+def targets(results: dict[str, Any], summary: list[dict]) -> list[str]:
+    """The issue 16 batch targets, from the medians (default model when measured)."""
+    models = [s["model"] for s in summary]
+    if not models:
+        return []
+    model = "default" if "default" in models else models[0]
+    sizes = sorted({s["rows"] for s in summary if s["model"] == model and s["rows"] != STARTUP_ROWS})
+    onnx, sk = TOOL["onnx"], TOOL["sklearn"]
+    lines = [
+        f"Targets (issue 16), {model} model, medians:",
+        "",
+        "| target | measured | result |",
+        "|---|---|---|",
+    ]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    for rows, want in ((1_000_000, 2), (10_000_000, 3)):
+        ours, theirs = _get(summary, model, rows, onnx, "rows_per_s"), _get(
+            summary, model, rows, MLFLOW, "rows_per_s"
+        )
+        if ours and theirs:
+            lines.append(
+                f"| {rows:,} rows: ONNX ≥ {want}x `mlflow models predict` rows/s | {ours / theirs:.2f}x "
+                f"({ours:,.0f} vs {theirs:,.0f}) | {verdict(ours / theirs >= want)} |"
+            )
+    peaks = {rows: _get(summary, model, rows, onnx, "peak_rss_mib") for rows in sizes}
+    peaks = {k: v for k, v in peaks.items() if v}
+    if peaks:
+        worst = max(
+            s["peak_rss_mib"]["max"]
+            for s in summary
+            if s["model"] == model and s["tool"] == onnx and s["rows"] in peaks
+        )
+        shown = ", ".join(f"{rows:,}: {mib:,.0f}" for rows, mib in peaks.items())
+        growth = peaks[max(peaks)] / peaks[min(peaks)] if len(peaks) > 1 else None
+        lines.append(
+            f"| ONNX peak RSS < 1 GiB | {shown} MiB (largest of all runs {worst:,.0f}) "
+            f"| {verdict(worst < 1024)} |"
+        )
+        if growth:
+            lines.append(
+                f"| ONNX peak RSS flat from {min(peaks):,} to {max(peaks):,} rows | x{growth:.2f} "
+                f"| {verdict(growth <= 1.10)} (flat taken as within 10%) |"
+            )
+    for rows in sizes:
+        ours, theirs = _get(summary, model, rows, sk, "cpu_us_per_row"), _get(
+            summary, model, rows, MLFLOW, "cpu_us_per_row"
+        )
+        if ours and theirs:
+            lines.append(
+                f"| {rows:,} rows: scikit-learn CPU-s per row ≤ MLflow's | {ours:.2f} vs {theirs:.2f} µs "
+                f"({ours / theirs:.2f}) | {verdict(ours <= theirs)} |"
+            )
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    summary = summarize(results)
+    loads = spread([m["load_before"] for m in results["runs"]])
+    lines = [
+        f"{results['machine']['cores']} cores, Python {results['machine']['python']}; "
+        f"{results['args']['repeat']} interleaved rounds; load average before each run, min / median / max: "
+        f"{fmt(loads, 2)}. Per tool: min / median / max over the rounds; rows/s include start-up; ratios are "
+        "of the medians.",
+        "",
+        "| model | rows | tool | runs | wall s | rows/s (median) | CPU µs per row | CPU s (median) "
+        "| peak RSS MiB | load avg | rows/s vs mlflow | CPU per row vs mlflow |",
+        "|---|---:|---|---:|---|---:|---|---:|---|---|---:|---:|",
+    ]
+    for s in summary:
+        mlflow_rps = _get(summary, s["model"], s["rows"], MLFLOW, "rows_per_s")
+        mlflow_cpu = _get(summary, s["model"], s["rows"], MLFLOW, "cpu_us_per_row")
+        if s["rows"] == STARTUP_ROWS:
+            size, rps, per_row, vs_rps, vs_cpu = "start-up (5 rows)", "-", "-", "-", "-"
+        else:
+            size, rps = f"{s['rows']:,}", f"{s['rows_per_s']['median']:,.0f}"
+            per_row = fmt(s["cpu_us_per_row"], 2)
+            vs_rps = ratio(s["rows_per_s"]["median"], mlflow_rps)
+            vs_cpu = f"{s['cpu_us_per_row']['median'] / mlflow_cpu:.2f}" if mlflow_cpu else "-"
+        lines.append(
+            f"| {s['model']} | {size} | {s['tool']} | {s['runs']} | {fmt(s['wall_s'], 2)} | {rps} "
+            f"| {per_row} "
+            f"| {s['cpu_s']['median']:.2f} | {fmt(s['peak_rss_mib'], 0)} | {fmt(s['load_before'], 2)} "
+            f"| {vs_rps} | {vs_cpu} |"
+        )
+    for lim in results["limits"]:
+        lines.append(
+            f"| {lim['model']} | {lim['rows']:,} | in-memory predict, 2 cores (predict only) | 1 "
+            f"| {lim['predict_s']} | {lim['rows_per_s']:,} | - | - | - | {lim['load_before']:.2f} | - | - |"
+        )
+    checks = results.get("checks") or []
+    if checks:
+        lines += [
+            "",
+            "Labels checked equal across "
+            + "; ".join(f"{c['model']} {c['rows']:,} rows" for c in checks)
+            + ".",
+        ]
+    lines += ["", *targets(results, summary)]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--models", nargs="+", default=["default", "heavy"])
+    many = {"nargs": "+", "action": "extend", "type": split_list, "default": None}
+    parser.add_argument("--rows", help="sizes, e.g. 1000000,10000000 [default]", **many)
+    parser.add_argument("--models", help="default, heavy [default: default]", **many)
+    parser.add_argument("--runtimes", help="mlgate score runtimes: onnx, sklearn [default: both]", **many)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "results" / "batch")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (runs of each tool)")
     parser.add_argument(
         "--mlflow-max-rows",
         type=int,
-        default=2_000_000,
-        help="skip `mlflow models predict` above this size (it holds the whole input in memory)",
+        default=10_000_000,
+        help="skip `mlflow models predict` above this size (it holds the whole input and output in memory)",
     )
-    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
-    parser.add_argument("--compare", action="store_true", help="interleaved repeated runs, see above")
-    parser.add_argument("--repeat", type=int, default=5, help="runs of each tool with --compare")
-    parser.add_argument("--before", type=Path, help="with --compare: a source tree of mlgate to compare with")
+    parser.add_argument("--skip-mlflow", action="store_true", help="leave out `mlflow models predict`")
+    parser.add_argument("--no-startup", dest="startup", action="store_false", help="skip the 5-row start-up")
+    parser.add_argument("--no-limit", dest="limit", action="store_false", help="skip the in-memory limit")
+    parser.add_argument(
+        "--check-max-rows", type=int, default=1_000_000, help="check the tools' labels agree up to this size"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run to check the script (2,000 rows, 1 round)"
+    )
+    parser.add_argument("--compare", action="store_true", help="(the default now: every run is interleaved)")
+    parser.add_argument("--before", type=Path, help="a source tree of mlgate to compare with, see above")
     args = parser.parse_args()
+    flat = lambda v: [x for group in v or [] for x in group]  # noqa: E731
+    args.rows = [int(v) for v in flat(args.rows)] or [1_000_000, 10_000_000]
+    args.models = flat(args.models) or ["default"]
+    args.runtimes = flat(args.runtimes) or ["onnx", "sklearn"]
+    if args.quick:
+        args.rows, args.repeat, args.limit = [2000], 1, False
+    for value, allowed, flag in (
+        (args.models, ("default", "heavy"), "--models"),
+        (args.runtimes, TOOL, "--runtimes"),
+    ):
+        if set(value) - set(allowed):
+            parser.error(f"{flag}: choose from {', '.join(allowed)}")
     args.work.mkdir(parents=True, exist_ok=True)
     models = build_models(args.work)
-    if args.compare:
-        compare(args, models)
-        return
-    results: list[dict] = []
-    tiny = synthesize(5, args.work / "rows-5.csv")
-    for name in args.models:
-        model = models[name]
-        startup = {
-            "mlgate score": measure(
-                [
-                    str(BIN / "mlgate"),
-                    "score",
-                    "--model",
-                    str(model),
-                    "--input",
-                    str(tiny),
-                    "--output",
-                    str(args.work / "tiny.parquet"),
-                ]
-            ),
-            "mlflow models predict": measure(
-                [
-                    str(BIN / "mlflow"),
-                    "models",
-                    "predict",
-                    "-m",
-                    str(model),
-                    "-i",
-                    str(tiny),
-                    "-t",
-                    "csv",
-                    "-o",
-                    str(args.work / "tiny.json"),
-                    "--env-manager",
-                    "local",
-                ],
-                env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"},
-            ),
-        }
-        results.append({"model": name, "rows": 5, "startup": startup})
-        for rows in args.rows:
-            data = synthesize(rows, args.work / f"rows-{rows}.csv")
-            entry: dict = {"model": name, "rows": rows}
-            entry["mlgate score"] = measure(
-                [
-                    str(BIN / "mlgate"),
-                    "score",
-                    "--model",
-                    str(model),
-                    "--input",
-                    str(data),
-                    "--output",
-                    str(args.work / "scores.parquet"),
-                    "--key",
-                    "id",
-                ]
-            )
-            if rows <= args.mlflow_max_rows:
-                entry["mlflow models predict"] = measure(
-                    [
-                        str(BIN / "mlflow"),
-                        "models",
-                        "predict",
-                        "-m",
-                        str(model),
-                        "-i",
-                        str(data),
-                        "-t",
-                        "csv",
-                        "-o",
-                        str(args.work / "mlflow.json"),
-                        "--env-manager",
-                        "local",
-                    ],
-                    env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"},
-                )
-            entry["in-memory limit"] = in_memory(model, data)
-            for tool in ("mlgate score", "mlflow models predict"):
-                if tool in entry:
-                    entry[tool]["rows_per_s"] = round(rows / entry[tool]["wall_s"])
-            entry["mlgate_vs_limit"] = round(
-                entry["mlgate score"]["rows_per_s"] / entry["in-memory limit"]["rows_per_s"], 3
-            )
-            if "mlflow models predict" in entry:
-                entry["mlgate_vs_mlflow"] = round(
-                    entry["mlgate score"]["rows_per_s"] / entry["mlflow models predict"]["rows_per_s"], 2
-                )
-            results.append(entry)
-            print(json.dumps(entry), flush=True)
+    results = run(args, models)
+    results["summary"] = summarize(results)
     (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [
-        "| model | rows | tool | wall s | rows/s | CPU % | peak RSS MiB |",
-        "|---|---:|---|---:|---:|---:|---:|",
-    ]
-    for entry in results:
-        if "startup" in entry:
-            for tool, m in entry["startup"].items():
-                lines.append(
-                    f"| {entry['model']} | start-up (5 rows) | {tool} | {m['wall_s']} | - "
-                    f"| {m['cpu_pct']} | {m['peak_rss_mib']} |"
-                )
-            continue
-        for tool in ("mlgate score", "mlflow models predict"):
-            if tool in entry:
-                m = entry[tool]
-                lines.append(
-                    f"| {entry['model']} | {entry['rows']:,} | {tool} | {m['wall_s']} | {m['rows_per_s']:,} "
-                    f"| {m['cpu_pct']} | {m['peak_rss_mib']} |"
-                )
-        lim = entry["in-memory limit"]
-        lines.append(
-            f"| {entry['model']} | {entry['rows']:,} | in-memory predict, 2 cores (predict only) "
-            f"| {lim['predict_s']} | {lim['rows_per_s']:,} | - | - |"
-        )
-    table = "\n".join(lines) + "\n"
+    table = markdown(results) + "\n"
     (args.work / "results.md").write_text(table)
     print(table)
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from mlgate.client import apply_client_defaults
-from mlgate.batch.options import DEFAULT_CHUNK_ROWS, DEFAULT_SPARK_MASTER, ENGINES
+from mlgate.batch.options import DEFAULT_CHUNK_ROWS, DEFAULT_SPARK_MASTER, ENGINES, POOLS
 from mlgate.config import (
     CLASSIFICATION,
     DEFAULT_CONFIG_PATH,
@@ -452,7 +452,14 @@ def model_bundle_cmd(ctx: click.Context, model: str | None, dest: str) -> None:
     "--workers",
     type=click.IntRange(min=0),
     default=None,
-    help="Prediction processes (default: one per core).",
+    help="Prediction threads or processes (default: one per core; 0: in the reading thread).",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(POOLS),
+    default=POOLS[0],
+    show_default=True,
+    help="threads share one model; processes hold one each (for a model whose predict holds the GIL).",
 )
 @click.option(
     "--runtime",

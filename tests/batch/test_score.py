@@ -101,7 +101,7 @@ def test_corrupted_copy_quarantines_every_bad_row(trained_model: dict, tmp_path:
 
 def test_workers_load_the_model_without_mlflow(trained_model: dict, tmp_path: Path) -> None:
     model = load_batch_model(str(trained_model["model_dir"]), tmp_path, "sklearn")
-    predictor = Predictor(model, workers=1)
+    predictor = Predictor(model, workers=1, pool="processes")
     try:
         modules = predictor._pool.submit(worker_modules, 0).result()
         prediction = predictor.submit(pd.read_csv(PENGUINS).dropna().head(5)[FEATURES])
@@ -112,10 +112,13 @@ def test_workers_load_the_model_without_mlflow(trained_model: dict, tmp_path: Pa
     assert prediction.proba.shape == (5, len(model.classes)) and set(prediction.labels) <= set(model.classes)
 
 
-def test_an_onnx_model_is_scored_by_threads_sharing_one_session(trained_model: dict, tmp_path: Path) -> None:
-    """ONNX Runtime releases the GIL while it runs: threads, and no copy of each chunk to another process."""
-    model = load_batch_model(str(trained_model["model_dir"]), tmp_path)
-    assert model.runtime == "onnx"
+@pytest.mark.parametrize("runtime", ["auto", "sklearn"])
+def test_threads_share_one_model_and_score_as_one_thread_does(
+    trained_model: dict, tmp_path: Path, runtime: str
+) -> None:
+    """ONNX Runtime and scikit-learn's trees release the GIL: threads, no copy of a chunk to a process."""
+    model = load_batch_model(str(trained_model["model_dir"]), tmp_path, runtime)
+    assert model.runtime == ("onnx" if runtime == "auto" else "sklearn")
     rows = pd.read_csv(PENGUINS).dropna()[FEATURES]
     predictor = Predictor(model, workers=2)
     try:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlgate.modelio import RuntimeChoice
 
 ENGINES = ("local", "spark")
+POOLS = ("threads", "processes")  # how the local engine's workers run (mlgate.batch.local.Predictor)
 DEFAULT_CHUNK_ROWS = 100_000
 DEFAULT_SPARK_MASTER = "local[*]"
 
@@ -26,7 +27,9 @@ class ScoreOptions(BaseModel):
         psi_threshold: PSI above which a feature counts as drifted (``drift.psi_threshold`` in the config).
         engine: ``local`` (this machine, a pool of processes) or ``spark`` (a Spark cluster).
         chunk_rows: rows per chunk; memory grows with this and ``workers``, not with the input.
-        workers: prediction processes of the local engine (default: one per core; 0 predicts in-process).
+        workers: prediction threads or processes of the local engine (default: one per core; 0 predicts in
+            the reading thread).
+        pool: ``threads`` (one model shared) or ``processes`` (one model each) for the local engine.
         spark_master: the Spark master URL of the spark engine.
         runtime: ``auto`` (ONNX Runtime when training proved the compiled model's parity, else scikit-learn),
             ``onnx`` or ``sklearn``.
@@ -42,5 +45,6 @@ class ScoreOptions(BaseModel):
     engine: Literal[ENGINES] = "local"  # type: ignore[valid-type]
     chunk_rows: int = Field(default=DEFAULT_CHUNK_ROWS, ge=1)
     workers: int | None = Field(default=None, ge=0)
+    pool: Literal[POOLS] = "threads"  # type: ignore[valid-type]
     spark_master: str = DEFAULT_SPARK_MASTER
     runtime: RuntimeChoice = "auto"

@@ -86,13 +86,21 @@ def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_im
             for tag in (f"sha-{ok_tag}-v{version}", f"v{version}"):
                 assert f"ghcr.io/{IMAGE_REPO}-{kind}:{tag}" in _images(tag)
         assert "image smoke ok: serving" in first.stdout and "image smoke ok: batch" in first.stdout
-        for kind in ("serving", "batch"):  # an SBOM of each image's own environment
+        # an SBOM of each image's own environment: the champion has a parity-proven ONNX model, so the
+        # serving image is the ONNX one (no scikit-learn), the batch image holds both runtimes
+        built = {
+            "serving": ("requirements-onnx.txt", "onnxruntime"),
+            "batch": ("requirements.txt", "scikit-learn"),
+        }
+        for kind, (requirements, pinned) in built.items():
             sbom = json.loads((cfg.outputs / f"sbom-{kind}.cdx.json").read_text())
             packages = {c["name"].lower(): c["version"] for c in sbom["components"]}
-            assert (
-                f"scikit-learn=={packages['scikit-learn']}" in (REPO / kind / "requirements.txt").read_text()
-            )
+            assert f"{pinned}=={packages[pinned]}" in (REPO / kind / requirements).read_text()
             assert "mlgate" in packages and sbom["bomFormat"] == "CycloneDX"
+        assert "scikit-learn" not in {
+            c["name"].lower()
+            for c in json.loads((cfg.outputs / "sbom-serving.cdx.json").read_text())["components"]
+        }
         # the alias moved last: after both images were built and smoke-run
         assert first.stdout.rindex("image smoke ok: batch") < first.stdout.rindex(
             "mlflow-run promote -P dry_run=false"

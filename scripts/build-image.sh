@@ -4,6 +4,10 @@
 # Usage: scripts/build-image.sh serving|batch MODEL_DIR TAG [GIT_SHA]
 #   MODEL_DIR: a bundle from `mlgate model-bundle` (MLmodel + mlgate_bundle.json); may be "" for batch, which
 #   then takes --model <URI> at run time.
+# The serving image's runtime: onnx (serving/requirements-onnx.txt: ONNX Runtime and numpy, no scikit-learn,
+# scipy, pandas or skops) when MODEL_DIR's MLmodel says metadata.mlgate.onnx.passed and its onnx/model.onnx
+# is there, else sklearn (serving/requirements.txt). MLGATE_IMAGE_RUNTIME=sklearn|onnx forces one (onnx fails
+# for a model without a parity-proven ONNX file). The batch image holds both and picks per model at run time.
 set -euo pipefail
 kind=${1:?serving or batch}
 model_dir=${2-}
@@ -29,8 +33,65 @@ if [ -n "$model_dir" ]; then
     }
     name=$(meta name) version=$(meta version)
 fi
+
+# The model's compiled runtime, from MLmodel: with PyYAML when this python has it, else (a runner's bare python3)
+# from the block-style YAML MLflow writes. Prints "onnx: <why>" or "sklearn: <why>".
+model_runtime() {
+    "${PYTHON:-python3}" - "$1" <<'PY'
+import os
+import sys
+
+folder = sys.argv[1]
+with open(os.path.join(folder, "MLmodel"), encoding="utf-8") as f:
+    text = f.read()
+try:
+    import yaml
+except ImportError:
+    yaml = None
+if yaml is not None:
+    meta = ((yaml.safe_load(text) or {}).get("metadata") or {}).get("mlgate") or {}
+    meta = meta.get("onnx") or {}
+    passed, path = meta.get("passed") is True, meta.get("path") or "onnx/model.onnx"
+else:
+    found, stack = {}, []  # the scalars right under metadata > mlgate > onnx; stack: (indent, key)
+    for line in text.splitlines():
+        body = line.lstrip(" ")
+        if not body or body.startswith(("#", "- ")) or ":" not in body:
+            continue  # blank, comment, list item or a wrapped scalar's continuation
+        indent = len(line) - len(body)
+        key, _, value = body.partition(":")
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if [k for _, k in stack] == ["metadata", "mlgate", "onnx"]:
+            found[key.strip()] = value.strip().strip("'\"")
+        stack.append((indent, key.strip()))
+    passed, path = found.get("passed") == "true", found.get("path") or "onnx/model.onnx"
+if not passed:
+    print("sklearn: its MLmodel records no parity-proven ONNX model (metadata.mlgate.onnx.passed)")
+elif not os.path.isfile(os.path.join(folder, path)):
+    print(f"sklearn: its MLmodel records a parity-proven ONNX model, but {path} is missing")
+else:
+    print(f"onnx: its MLmodel records a parity-proven {path}")
+PY
+}
+runtime=""
+if [ "$kind" = serving ]; then
+    if ! found=$(model_runtime "$model_dir" 2>&1); then
+        found="sklearn: its MLmodel could not be read (${found##*$'\n'})"
+    fi
+    case "${MLGATE_IMAGE_RUNTIME:-}" in
+    "") runtime=${found%%:*} why="$model_dir: ${found#*: }" ;;
+    sklearn) runtime=sklearn why="forced by MLGATE_IMAGE_RUNTIME=sklearn" ;;
+    onnx)
+        [ "${found%%:*}" = onnx ] || { echo "MLGATE_IMAGE_RUNTIME=onnx, but $model_dir: ${found#*: }" >&2; exit 1; }
+        runtime=onnx why="forced by MLGATE_IMAGE_RUNTIME=onnx" ;;
+    *) echo "MLGATE_IMAGE_RUNTIME must be sklearn, onnx or unset, not '$MLGATE_IMAGE_RUNTIME'" >&2; exit 2 ;;
+    esac
+    echo "build-image.sh: the serving image runs on $runtime ($why)" >&2
+fi
+
 cp "$root/pyproject.toml" "$root/README.md" "$ctx/"
-cp "$root/$kind/Dockerfile" "$root/$kind/requirements.txt" "$ctx/$kind/"
+cp "$root/$kind/Dockerfile" "$root/$kind"/requirements*.txt "$ctx/$kind/"
 cp -r "$root/src/mlgate" "$ctx/src/"
 find "$ctx/src" -name __pycache__ -type d -prune -exec rm -rf {} +
 docker build -f "$ctx/$kind/Dockerfile" -t "$tag" \
@@ -38,4 +99,5 @@ docker build -f "$ctx/$kind/Dockerfile" -t "$tag" \
     --build-arg SOURCE="$source_url" \
     --build-arg MODEL_NAME="$name" \
     --build-arg MODEL_VERSION="$version" \
+    ${runtime:+--build-arg RUNTIME="$runtime"} \
     "$ctx"

@@ -180,5 +180,6 @@ def test_image_scores_a_sample_file(trained_model: dict, tmp_path: Path) -> None
     summary = json.loads((data / "out" / "scores.summary.json").read_text())
     assert summary["rows_in"] == 51 == summary["rows_scored"] + summary["rows_quarantined"]
     assert summary["rows_quarantined"] == 1 and summary["psi_threshold"] == 0.2  # the config's default
+    assert summary["runtime"] == "onnx"  # the champion has a parity-proven ONNX file; the image, onnxruntime
     scores = pd.read_parquet(data / "out" / "scores.parquet")
     assert len(scores) == summary["rows_scored"] and set(scores["model_version"]) == {"7"}

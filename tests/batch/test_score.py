@@ -63,6 +63,8 @@ def test_default_data_scored_like_the_model(trained_model: dict, tmp_path: Path)
     with allow_model_loading():
         model = mlflow.sklearn.load_model(str(trained_model["model_dir"]))
     rows = raw.iloc[scores["_source_row"]][FEATURES]
+    for name in ("island", "sex"):  # a missing category is None, as in the typed data the model was fitted on
+        rows[name] = rows[name].astype(object).where(rows[name].notna(), None)
     proba = scores[[f"proba_{c}" for c in model.classes_]].to_numpy()
     # the default model scores with ONNX Runtime, within the parity tolerance training proved
     assert summary.runtime == "onnx"
@@ -334,3 +336,28 @@ def test_kill_9_leaves_no_output_under_a_final_name_and_a_rerun_succeeds(trained
     assert all(f.exists() for f in finals) and not list(out.parent.glob(".*.tmp"))
     summary = json.loads(finals[2].read_text())
     assert summary["rows_in"] == 344 * 1200 == summary["rows_scored"] == len(pd.read_parquet(out))
+
+
+@pytest.mark.parametrize("runtime", ["auto", "sklearn"])
+def test_a_missing_category_is_scored_as_serving_and_evaluation_score_it(
+    trained_model: dict, tmp_path: Path, runtime: str
+) -> None:
+    """A null category reaches the model as None, as in the typed data it was fitted and evaluated on and as
+    the REST service passes it, not as NaN (which the imputer would fill): batch and serving agree."""
+    from mlgate.serving.model import load_served_model
+
+    raw = pd.read_csv(PENGUINS).dropna(subset=["bill_length_mm"]).head(40)
+    raw.loc[raw.index[::2], "sex"] = None
+    source = tmp_path / "in.csv"
+    raw.to_csv(source, index=False)
+    out = tmp_path / "scores.parquet"
+    run_score(trained_model, source, out, runtime=runtime)
+    scores = pd.read_parquet(out)
+    served = load_served_model(trained_model["model_dir"], runtime=runtime)
+    records = [
+        {k: (None if pd.isna(v) else v) for k, v in r.items()} for r in raw[FEATURES].to_dict("records")
+    ]
+    labels, proba = served.predict_proba(served.records_frame(records))
+    assert scores["prediction"].tolist() == labels
+    columns = [f"proba_{c}" for c in served.classes]
+    np.testing.assert_allclose(scores[columns].to_numpy(), proba, rtol=0, atol=1e-12)

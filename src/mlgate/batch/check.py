@@ -194,8 +194,9 @@ def check_chunk(chunk: Chunk, inputs: tuple[Column, ...], keys: tuple[str, ...] 
         if col.numeric:
             columns[col.name] = _numeric(col, arr, problems, raw(col.name))
         elif _is_text(arr.type):
-            values = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
-            columns[col.name] = values.where(values.notna(), np.nan)
+            # a null stays None, as in the typed data training and evaluation read (and as serving passes
+            # it): the pipeline was fitted with it (a category of its own), not imputed as NaN would be
+            columns[col.name] = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
             if not pa.types.is_null(arr.type):  # an unclosed quote makes the rest of a CSV file one value
                 spans = pc.fill_null(pc.match_substring(arr, "\n"), False).to_numpy(zero_copy_only=False)
                 problems.add(
@@ -205,8 +206,9 @@ def check_chunk(chunk: Chunk, inputs: tuple[Column, ...], keys: tuple[str, ...] 
                 )
         elif pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
             # categories written as whole numbers (or flags): training read them as their text
-            values = pd.Series(pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False), dtype=object)
-            columns[col.name] = values.where(values.notna(), np.nan)
+            columns[col.name] = pd.Series(
+                pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False), dtype=object
+            )
         else:
             problems.everywhere(f"{col.name}: has type {arr.type}, expected a string")
             columns[col.name] = np.full(n, np.nan)

@@ -13,7 +13,6 @@ A pipeline or estimator the converter does not support gives a reason in one lin
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -226,9 +225,10 @@ def parity(pipeline: Any, runtime: OnnxRuntime, X: pd.DataFrame, tolerance: floa
     """How far the compiled model's answers are from the pipeline's on ``X``."""
     report: dict[str, Any] = {"rows": len(X), "tolerance": tolerance}
     if hasattr(pipeline, "classes_"):
-        expected, got = pipeline.predict_proba(X), runtime.predict_proba(X)
+        expected = pipeline.predict_proba(X)
+        predicted, got = runtime.predict_both(X)
         labels = np.asarray(pipeline.predict(X)).astype(str)
-        mismatched = int((labels != runtime.predict(X).astype(str)).sum())
+        mismatched = int((labels != predicted.astype(str)).sum())
         diff = float(np.abs(expected - got).max()) if len(X) else 0.0
         report.update(max_abs_diff_probability=diff, labels_differing=mismatched)
         report["passed"] = mismatched == 0 and diff <= tolerance
@@ -261,7 +261,7 @@ def compile_pipeline(pipeline: Any, X_holdout: pd.DataFrame, tolerance: float) -
     classes = [c.item() if hasattr(c, "item") else c for c in getattr(pipeline, "classes_", [])]
     for double in (False, True):  # float32 first: what scikit-learn's trees compute in
         try:
-            model, specs = build_onnx(copy.deepcopy(pipeline), double=double)
+            model, specs = build_onnx(pipeline, double=double)
             runtime = OnnxRuntime(model, specs, classes if hasattr(pipeline, "classes_") else None)
             report = parity(pipeline, runtime, rows, tolerance)
         except Unsupported as exc:

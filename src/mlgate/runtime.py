@@ -9,7 +9,6 @@ Importing this module imports neither pandas nor scikit-learn: the ONNX serving 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ PARITY_FILE = "onnx/parity.json"
 # training data held None (mlgate's typed data does), else an unseen one (all one-hot zeros), as it is there.
 NONE_TEXT = "\x00none"
 PROBABILITIES, LABEL, VARIABLE = "probabilities", "label", "variable"
-THREADS_ENV = "MLGATE_ONNX_THREADS"  # ONNX Runtime threads per session (default 1: one per worker process)
+THREADS_ENV = "MLGATE_ONNX_THREADS"  # ONNX Runtime threads per run (default 1: parallelism is the callers')
 
 
 def onnx_metadata(mlmodel: dict[str, Any]) -> dict[str, Any]:
@@ -108,9 +107,8 @@ class OnnxRuntime:
     def _run(self, X: Mapping[str, Any]) -> dict[str, np.ndarray]:
         try:
             outputs = self.session.run(None, self.feed(X))
-        except (
-            RuntimeError
-        ):  # a text column holding something else (a number): feed its text, as pandas would
+        except RuntimeError:
+            # a text column holding something else (a number): feed its text, as a DataFrame would
             outputs = self.session.run(None, self.feed(X, strict=True))
         return dict(zip(self.outputs, outputs))
 
@@ -132,25 +130,6 @@ class OnnxRuntime:
 
 
 Runtime = SklearnRuntime | OnnxRuntime
-
-
-def onnx_runtime(folder: str | Path, mlmodel: dict[str, Any]) -> OnnxRuntime:
-    """The compiled model of a folder in ONNX Runtime.
-
-    Raises:
-        ModelLoadError: the model has no parity-proven ONNX file, or onnxruntime is not installed.
-    """
-    meta = onnx_metadata(mlmodel)
-    path = Path(folder) / meta.get("path", ONNX_FILE)
-    if not meta.get("passed"):
-        why = meta.get("reason") or "training recorded no compiled model"
-        raise ModelLoadError(f"{folder}: no parity-proven ONNX model ({why})")
-    if not path.is_file():
-        raise ModelLoadError(f"{folder}: {meta.get('path', ONNX_FILE)} is missing")
-    try:
-        return OnnxRuntime(path.read_bytes(), meta["inputs"], meta.get("classes"))
-    except ImportError:
-        raise ModelLoadError("onnxruntime is not installed: install it, or choose the sklearn runtime")
 
 
 def pick_runtime(folder: str | Path, mlmodel: dict[str, Any], choice: RuntimeChoice = AUTO) -> str:
@@ -181,12 +160,14 @@ def load_runtime(
         ModelLoadError: the chosen runtime cannot load this model.
     """
     mlmodel = read_mlmodel(folder) if mlmodel is None else mlmodel
-    if pick_runtime(folder, mlmodel, choice) == ONNX:
-        return onnx_runtime(folder, mlmodel)
-    return SklearnRuntime(load_pipeline(folder, mlmodel))
-
-
-def read_parity(folder: str | Path) -> dict[str, Any] | None:
-    """The parity report saved beside the compiled model, if any."""
-    path = Path(folder) / PARITY_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if pick_runtime(folder, mlmodel, choice) == SKLEARN:
+        return SklearnRuntime(load_pipeline(folder, mlmodel))
+    meta = onnx_metadata(mlmodel)
+    try:
+        return OnnxRuntime(
+            (Path(folder) / meta.get("path", ONNX_FILE)).read_bytes(), meta["inputs"], meta.get("classes")
+        )
+    except ImportError:  # only when onnx is forced: auto picks it only where onnxruntime is installed
+        raise ModelLoadError(
+            "onnxruntime is not installed: install it, or choose the sklearn runtime"
+        ) from None

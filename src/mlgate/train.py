@@ -141,6 +141,7 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     signature = infer_signature(X_train, model.predict(X_train.head(20)))
     stats = reference_stats(train_df, cfg.data, predictions=pd.Series(fitted), task=cfg.task)
     compiled = _compile(cfg, model, test_df[features])
+    runtime = ONNX if compiled is not None and compiled.passed else SKLEARN
     dataset = mlflow.data.from_pandas(
         train_df, source=validated.get("accepted_path", data_path), targets=target
     )
@@ -157,7 +158,7 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
             {
                 f"{TAG_PREFIX}data_digest": dataset.digest,
                 f"{TAG_PREFIX}git_commit": commit,
-                f"{TAG_PREFIX}runtime": ONNX if compiled is not None and compiled.passed else SKLEARN,
+                f"{TAG_PREFIX}runtime": runtime,
             }
         )
         mlflow.log_dict(stats, REFERENCE_ARTIFACT)
@@ -205,7 +206,7 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
         "config_hash": cfg.digest(),
         "task": cfg.task,
         "train_rows": len(train_df),
-        "runtime": ONNX if compiled is not None and compiled.passed else SKLEARN,
+        "runtime": runtime,
         **train_metric,
     }
     write_json(summary, out / "train.json")

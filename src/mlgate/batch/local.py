@@ -44,7 +44,7 @@ from mlgate.io import Staged, table_format
 
 log = logging.getLogger(__name__)
 
-THREADS, PROCESSES = POOLS
+THREADS = POOLS[0]
 PROGRESS_SECONDS = 10.0  # a progress line this often in logs (twice a second on a terminal)
 PARENT_CHECK_SECONDS = 0.5  # how soon a worker notices that the job was killed
 

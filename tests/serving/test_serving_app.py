@@ -358,3 +358,35 @@ def test_request_id_is_echoed_and_logged(client: TestClient, caplog: pytest.LogC
     entry = next(r for r in caplog.records if r.name == "mlgate.serving.access")
     assert (entry.request_id, entry.status, entry.path) == ("abc-123", 200, "/health")
     assert len(client.get("/health").headers["x-request-id"]) == 32
+
+
+def test_the_fast_invocations_path_answers_as_the_fastapi_route(
+    served_model: ServedModel, test_rows: pd.DataFrame
+) -> None:
+    """POST /invocations skips FastAPI's routing (ServingApp); with it turned off the route answers: the same
+    status, body and headers for good, bad, unsupported and oversized requests, and the same metrics."""
+    recs = records(test_rows.head(3))
+    bodies = [
+        (json.dumps({"dataframe_records": recs}), JSON),
+        (test_rows.head(3).to_csv(index=False), {"content-type": "text/csv"}),
+        (json.dumps({"dataframe_records": [{**recs[0], "bill_length_mm": "long"}]}), JSON),
+        ("{not json", JSON),
+        ("a,b\n1,2\n", {"content-type": "text/plain"}),
+        (json.dumps({"dataframe_records": recs * 400}), JSON),  # over max_body_bytes below
+    ]
+    answers = []
+    for fast in (True, False):
+        app = create_app(ServingSettings(max_body_bytes=50_000), served_model)
+        if not fast:
+            app.fast_invocations = None
+        with TestClient(app) as client:
+            got = []
+            for body, headers in bodies:
+                r = client.post("/invocations", content=body, headers={**headers, "x-request-id": "same"})
+                got.append((r.status_code, r.content, {k: v for k, v in r.headers.items() if k != "date"}))
+            metrics = client.get("/metrics").text
+        answers.append(
+            (got, [line for line in metrics.splitlines() if line.startswith("mlgate_http_requests_total")])
+        )
+    assert [status for status, _, _ in answers[0][0]] == [200, 200, 400, 400, 415, 413]
+    assert answers[0] == answers[1]

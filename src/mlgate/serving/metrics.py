@@ -32,6 +32,7 @@ class ServiceMetrics:
 
     def __init__(self, model_info: dict[str, Any]) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         labels = ("route", "method", "status", "model_version")
         self.requests = Counter(
             "mlgate_http_requests", "HTTP requests served.", labels, registry=self.registry
@@ -156,19 +157,31 @@ class ServiceMetrics:
         version = str(model_info.get("version") or "")
         self.served_version.set(float(version) if version.isdigit() else 0)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set (the lookup takes a lock and more time
+        than the increment)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe_request(self, route: str, method: str, status: int, seconds: float, version: str) -> None:
         """Count one finished request and its latency, by the model version that answered it."""
         labels = (route, method, str(status), version)
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        self._child(self.requests, *labels).inc()
+        self._child(self.latency, *labels).observe(seconds)
 
     def observe_predictions(self, route: str, labels: list[Any], version: str) -> None:
         """Count the predicted classes of one request (a regressor's values only as rows)."""
-        self.rows.labels(route, version).inc(len(labels))
+        self._child(self.rows, route, version).inc(len(labels))
         if not self.count_classes:
             return
+        if len(labels) == 1:
+            self._child(self.predictions, str(labels[0]), version).inc()
+            return
         for cls, n in Tally(map(str, labels)).items():
-            self.predictions.labels(cls, version).inc(n)
+            self._child(self.predictions, cls, version).inc(n)
 
     def render(self) -> bytes:
         """The text exposition of every metric (all workers' when running multi-process)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import Request
+from collections.abc import MutableMapping
+
 from fastapi.responses import Response
 
 from mlgate.serving.errors import error
@@ -71,16 +72,17 @@ class Service:
             self.metrics.observe_check,
         )
 
-    def timed_out(self, request: Request, predicted: bool = False) -> Response | None:
-        """503 when a request waited past the timeout before its turn, 504 when its prediction ran past it."""
-        waited = time.perf_counter() - request.scope["state"]["start"]
+    def timed_out(self, scope: MutableMapping[str, Any], predicted: bool = False) -> Response | None:
+        """503 when a request (its ASGI scope) waited past the timeout before its turn, 504 when its
+        prediction ran past it."""
+        waited = time.perf_counter() - scope["state"]["start"]
         if waited <= self.settings.timeout_seconds:
             return None
         if predicted:
-            return error(504, "the prediction took longer than the timeout", request.url.path)
-        return error(503, f"waited {waited:.3f}s for a turn, over the timeout", request.url.path)
+            return error(504, "the prediction took longer than the timeout", scope["path"])
+        return error(503, f"waited {waited:.3f}s for a turn, over the timeout", scope["path"])
 
     @staticmethod
-    def served_by(request: Request, model: ServedModel) -> None:
+    def served_by(scope: MutableMapping[str, Any], model: ServedModel) -> None:
         """Record which version answers this request (the middleware sends it as X-Model-Version)."""
-        request.scope["state"]["model_version"] = model.version
+        scope["state"]["model_version"] = model.version

@@ -322,11 +322,11 @@ def add_v2_routes(app: FastAPI, service: Service) -> None:
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         body = await request.body()
-        if (late := service.timed_out(request)) is not None:
+        if (late := service.timed_out(request.scope)) is not None:
             return late
         try:
             served = addressed(name, version)
-            service.served_by(request, served)
+            service.served_by(request.scope, served)
             parsed = parse_infer(
                 body, request.headers.get(HEADER_LENGTH), served.columns, model_outputs(served)
             )
@@ -341,7 +341,7 @@ def add_v2_routes(app: FastAPI, service: Service) -> None:
             return error(400, f"the model could not score this input: {exc}", PREFIX)
         service.metrics.observe_predictions(f"{PREFIX}/models/{{name}}/infer", labels, served.version)
         service.offer_shadow(parsed.columns, parsed.n_rows, labels, proba)
-        if (late := service.timed_out(request, predicted=True)) is not None:
+        if (late := service.timed_out(request.scope, predicted=True)) is not None:
             return late
         return json_response(200, infer_response(served, parsed, labels, proba))
 

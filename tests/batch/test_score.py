@@ -18,14 +18,12 @@ import psutil
 import pytest
 import yaml
 from click.testing import CliRunner
-from pyarrow.fs import LocalFileSystem
 
 from mlgate.cli import cli
 from mlgate.config import DriftConfig
 
-from mlgate.batch.job import Scored, ScoringError, TableWriter, load_batch_model
+from mlgate.batch.job import ScoringError, TableWriter, load_batch_model
 from mlgate.batch.local import Predictor, worker_modules
-from mlgate.batch.read import read_file
 from mlgate.errors import EXIT_DRIFT, EXIT_ERROR
 from mlgate.io import DataSourceError
 from mlgate.models import allow_model_loading
@@ -33,11 +31,6 @@ from tests.batch.conftest import cli_score, run_score
 from tests.conftest import PENGUINS, write_config
 
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex"]
-
-
-def penguin_chunk(model, rows: int):
-    """The first ``rows`` rows of the penguins CSV as the reader gives them to the engine."""
-    return next(read_file(LocalFileSystem(), str(PENGUINS), model.needed(()), rows))
 
 
 def corrupt_copy(folder: Path) -> tuple[Path, int, int]:
@@ -113,15 +106,12 @@ def test_workers_load_the_model_without_mlflow(trained_model: dict, tmp_path: Pa
     predictor = Predictor(model, workers=1, pool="processes")
     try:
         modules = predictor._pool.submit(worker_modules, 0).result()
-        scored = predictor.submit(penguin_chunk(model, 5))
+        prediction = predictor.submit(pd.read_csv(PENGUINS).dropna().head(5)[FEATURES])
     finally:
         predictor.close()
     assert predictor.kind == "processes"
     assert "sklearn" in modules and not {"mlflow", "onnxruntime"} & set(modules)
-    assert scored.scores.num_rows == 5 and set(scored.scores.column("prediction").to_pylist()) <= set(
-        model.classes
-    )
-    assert scored.counts.rows_scored == 5 and scored.drift.rows == 5
+    assert prediction.proba.shape == (5, len(model.classes)) and set(prediction.labels) <= set(model.classes)
 
 
 @pytest.mark.parametrize("runtime", ["auto", "sklearn"])
@@ -131,22 +121,20 @@ def test_threads_share_one_model_and_score_as_one_thread_does(
     """ONNX Runtime and scikit-learn's trees release the GIL: threads, no copy of a chunk to a process."""
     model = load_batch_model(str(trained_model["model_dir"]), tmp_path, runtime)
     assert model.runtime == ("onnx" if runtime == "auto" else "sklearn")
-    chunks = list(read_file(LocalFileSystem(), str(PENGUINS), model.needed(()), 100))
+    rows = pd.read_csv(PENGUINS).dropna()[FEATURES]
     predictor = Predictor(model, workers=2)
     try:
-        results = [predictor.submit(chunks[0])] + [predictor.submit(c) for c in chunks[1:]]
-        scored = [r if isinstance(r, Scored) else r.result() for r in results]
+        first = predictor.submit(rows)
+        later = [predictor.submit(rows.iloc[i::3]) for i in range(3)]
+        later = [f.result() for f in later]
     finally:
         predictor.close()
-    assert predictor.kind == "threads" and scored[0].agree and len(scored) == len(chunks) > 2
-    alone = Predictor(model.model_copy(update={"runtime": "sklearn"}), workers=0)
-    reference = [alone.submit(c) for c in chunks]
-    for part, ref in zip(scored, reference):
-        assert part.scores.column("prediction").equals(ref.scores.column("prediction"))
-        for name in model.proba_columns:
-            delta = np.abs(part.scores.column(name).to_numpy() - ref.scores.column(name).to_numpy())
-            assert delta.max() <= trained_model["config"].onnx.tolerance
-        assert part.counts == ref.counts and part.drift.categories == ref.drift.categories
+    assert predictor.kind == "threads" and first.agree
+    reference = Predictor(model.model_copy(update={"runtime": "sklearn"}), workers=0).submit(rows)
+    assert (first.labels == reference.labels).all()
+    assert np.abs(first.proba - reference.proba).max() <= trained_model["config"].onnx.tolerance
+    for i, part in enumerate(later):
+        assert (part.labels == first.labels[i::3]).all()
 
 
 def test_registry_alias_is_pinned_and_reported(trained_model: dict, tmp_path: Path, monkeypatch) -> None:

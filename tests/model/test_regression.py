@@ -174,7 +174,7 @@ def test_batch_writes_a_numeric_prediction_and_counts_drift_of_the_predictions(r
     assert held_out.type == "numeric" and held_out.psi < 0.5 and not held_out.drifted
     shifted = features.assign(bmi=features["bmi"] + 12.0)
     accumulator = DriftAccumulator(scorer.reference)
-    accumulator.add(scorer.score(shifted, check=False, use_predict=False).drift)
+    accumulator.add(scorer.score(shifted, check=False, use_predict=False, drift=False).drift)
     assert accumulator.report(0.2).features[PREDICTION].drifted
 
 

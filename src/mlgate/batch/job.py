@@ -190,12 +190,15 @@ class Scorer:
         self._refused(features, rows[:half], found)
         self._refused(features, rows[half:], found)
 
-    def score(self, features: pd.DataFrame, check: bool, use_predict: bool) -> Prediction:
-        """Probabilities and labels of one chunk, and the drift counts of the rows scored, the model's output
-        (``PREDICTION``) included. The label is the most probable class (what ``predict`` computes for
-        forests, boosting and linear models), so the model runs once; ``check`` compares with ``predict``,
-        and ``use_predict`` calls it for models whose ``predict`` disagrees. Rows the model raises on (a
-        ValueError, as scikit-learn does for bad input) are set aside, the others scored."""
+    def score(self, features: pd.DataFrame, check: bool, use_predict: bool, drift: bool = True) -> Prediction:
+        """Probabilities and labels of one chunk. The label is the most probable class (what ``predict``
+        computes for forests, boosting and linear models), so the model runs once; ``check`` compares with
+        ``predict``, and ``use_predict`` calls it for models whose ``predict`` disagrees. Rows the model
+        raises on (a ValueError, as scikit-learn does for bad input) are set aside, the others scored.
+        ``drift``: also count the scored rows for the drift report (False: the caller does, e.g. the local
+        engine's reader, which waits on the workers and has the time; counting in the workers made a heavy
+        model 10-15% slower at 1M rows, bench/README.md). The model's output (``PREDICTION``) is counted
+        either way: with ``drift=False`` the counts hold only it, and no rows, to add to the caller's."""
         refused: dict[int, str] = {}
         try:
             proba, labels, agree = self._run(features, check, use_predict)
@@ -205,7 +208,11 @@ class Scorer:
             features = features.iloc[keep]
             proba, labels, agree = self._run(features, check, use_predict)
         acc = DriftAccumulator(self.reference)
-        acc.update(features.assign(**{PREDICTION: labels}))
+        if drift:
+            acc.update(features.assign(**{PREDICTION: labels}))
+        else:  # the output only, which the caller cannot see; rows are the caller's to count
+            acc.update(pd.DataFrame({PREDICTION: labels}))
+            acc.rows = 0
         return Prediction(proba=proba, labels=labels, agree=agree, refused=refused, drift=acc.counts())
 
 
@@ -331,61 +338,6 @@ def score_tables(
     cols["model_version"] = pa.repeat(pa.scalar(model.version, pa.string()), n)
     cols["scored_at"] = pa.repeat(pa.scalar(scored_at, pa.timestamp("us", "UTC")), n)
     return pa.table(cols), refused
-
-
-class Scored(_Typed):
-    """One chunk checked and scored (:func:`score_chunk`): the rows to write to the scores and to the
-    quarantine, in input order, the counts and reasons, the drift counts of the rows scored, and whether
-    the model's ``predict`` agreed with its most probable class (None: no row reached the model)."""
-
-    scores: pa.Table
-    quarantine: pa.Table
-    counts: Counts
-    kinds: dict[str, int]
-    drift: DriftCounts
-    agree: bool | None
-
-
-def score_chunk(
-    chunk: Chunk,
-    model: BatchModel,
-    scorer: Scorer,
-    keys: tuple[str, ...],
-    scored_at: datetime,
-    check: bool,
-    use_predict: bool,
-) -> Scored:
-    """Check a chunk, score the rows that pass and build both output tables: the whole work of one chunk,
-    which the local engine's workers do side by side and a Spark task does in turn (see :meth:`Scorer.score`
-    for ``check`` and ``use_predict``)."""
-    prepared = prepare(chunk, model, keys)
-    counts, kinds = prepared.counts, Counter(prepared.kinds)
-    if not len(prepared.features):
-        empty = model.output_schema(keys).empty_table()
-        return Scored(
-            scores=empty,
-            quarantine=prepared.quarantine,
-            counts=counts,
-            kinds=kinds,
-            drift=DriftCounts(),
-            agree=None,
-        )
-    prediction = scorer.score(prepared.features, check, use_predict)
-    scores, refused = score_tables(model, prepared.ids, prediction, scored_at)
-    counts.rows_scored += scores.num_rows
-    counts.rows_quarantined += refused.num_rows
-    quarantine = prepared.quarantine
-    if refused.num_rows:
-        kinds["the model refused the row"] += refused.num_rows
-        quarantine = pa.concat_tables([quarantine.cast(QUARANTINE_SCHEMA), refused])
-    return Scored(
-        scores=scores,
-        quarantine=quarantine,
-        counts=counts,
-        kinds=dict(kinds),
-        drift=prediction.drift,
-        agree=prediction.agree,
-    )
 
 
 # --- outputs ------------------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from mlgate.batch.job import (
     UnreadableFile,
     finish,
     load_batch_model,
-    score_chunk,
+    prepare,
+    score_tables,
     unreadable_table,
 )
 from mlgate.batch.options import ScoreOptions
@@ -148,16 +149,22 @@ def run_task(task: Task, job: TaskJob, attempt: int = 0) -> TaskResult:
                 writers["quarantine"].write(unreadable_table(item))
                 unreadable.append(UnreadableFile(**item.model_dump()))
                 continue
-            scored = score_chunk(
-                item, model, scorer, options.keys, job.scored_at, use_predict is None, bool(use_predict)
-            )
-            if use_predict is None and scored.agree is not None:
-                use_predict = not scored.agree
-            writers["output"].write(scored.scores)
-            writers["quarantine"].write(scored.quarantine)
-            counts.add(scored.counts)
-            kinds.update(scored.kinds)
-            drift.add(scored.drift)
+            prepared = prepare(item, model, options.keys)
+            writers["quarantine"].write(prepared.quarantine)
+            counts.add(prepared.counts)
+            kinds.update(prepared.kinds)
+            if not len(prepared.features):
+                continue
+            prediction = scorer.score(prepared.features, use_predict is None, bool(use_predict))
+            use_predict = not prediction.agree if use_predict is None else use_predict
+            scores, refused = score_tables(model, prepared.ids, prediction, job.scored_at)
+            writers["output"].write(scores)
+            writers["quarantine"].write(refused)
+            counts.rows_scored += scores.num_rows
+            counts.rows_quarantined += refused.num_rows
+            if refused.num_rows:
+                kinds["the model refused the row"] += refused.num_rows
+            drift.add(prediction.drift)
     finally:
         for w in writers.values():
             w.close()

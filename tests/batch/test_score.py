@@ -15,6 +15,7 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import psutil
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -75,6 +76,27 @@ def test_default_data_scored_like_the_model(trained_model: dict, tmp_path: Path)
     assert (scores["year"] == raw.iloc[scores["_source_row"]]["year"].astype(str).to_numpy()).all()
     assert scores["model_version"].iloc[0] != "" and scores["scored_at"].notna().all()
     assert json.loads(out.with_name("scores.summary.json").read_text())["counts_add_up"] is True
+    # Parquet dictionary-encodes the repeated columns only; every column reads back with the schema's type
+    parquet = pq.ParquetFile(out)
+    batch_model = load_batch_model(str(trained_model["model_dir"]), tmp_path / "model")
+    assert parquet.schema_arrow == batch_model.output_schema(("year",))
+    chunk = parquet.metadata.row_group(0)
+    encoded = {
+        chunk.column(i).path_in_schema
+        for i in range(chunk.num_columns)
+        if chunk.column(i).dictionary_page_offset is not None
+    }
+    assert (
+        encoded
+        == set(batch_model.repeated_columns())
+        == {
+            "_source_file",
+            "prediction",
+            "model_name",
+            "model_version",
+            "scored_at",
+        }
+    )
 
 
 def test_corrupted_copy_quarantines_every_bad_row(trained_model: dict, tmp_path: Path) -> None:

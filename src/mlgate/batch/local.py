@@ -255,7 +255,9 @@ def score_local(options: ScoreOptions) -> ScoreSummary:
         staged = [Staged(paths.output), Staged(paths.quarantine)]
         writers: dict[str, TableWriter] = {}
         try:
-            writers["output"] = TableWriter(staged[0].open(), fmt, model.output_schema(options.keys))
+            writers["output"] = TableWriter(
+                staged[0].open(), fmt, model.output_schema(options.keys), model.repeated_columns()
+            )
             writers["quarantine"] = TableWriter(staged[1].open(), fmt, QUARANTINE_SCHEMA)
             counts, kinds, drift, unreadable = _stream(
                 options, model, predictor, inputs.fs, inputs.files, writers, scored_at

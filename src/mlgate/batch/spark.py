@@ -140,7 +140,9 @@ def run_task(task: Task, job: TaskJob, attempt: int = 0) -> TaskResult:
     unreadable: list[UnreadableFile] = []
     use_predict: bool | None = None
     writers = {
-        "output": TableWriter(_open(parts[0]), fmt, model.output_schema(options.keys)),
+        "output": TableWriter(
+            _open(parts[0]), fmt, model.output_schema(options.keys), model.repeated_columns()
+        ),
         "quarantine": TableWriter(_open(parts[1]), fmt, QUARANTINE_SCHEMA),
     }
     try:

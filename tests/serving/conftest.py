@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 
@@ -92,5 +93,20 @@ def mlgate_serve(
         yield {"proc": proc, "url": url, "port": port, "log": log_path, "ready_s": wait_ready(url, proc)}
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+            kill_server(proc)
+
+
+def kill_server(proc: subprocess.Popen, timeout: float = 10.0) -> list[int]:
+    """SIGKILL a server, as the OOM killer would, and wait for the helper processes it started (the shadow
+    process, the registry helper, multiprocessing's resource tracker) to end on their own. Returns the pids of
+    those that did not (killed then, so that no test leaves them running)."""
+    try:
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        helpers = []
+    proc.kill()
+    proc.wait(10)
+    _, alive = psutil.wait_procs(helpers, timeout=timeout)
+    for helper in alive:
+        helper.kill()
+    return [helper.pid for helper in alive]

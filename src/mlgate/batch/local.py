@@ -10,7 +10,6 @@ import multiprocessing
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -41,30 +40,23 @@ from mlgate.batch.options import POOLS, ScoreOptions
 from mlgate.batch.read import Unreadable, list_inputs, read_file
 from mlgate.drift import DriftAccumulator
 from mlgate.io import Staged, table_format
+from mlgate.lifeline import exit_with_parent
 
 log = logging.getLogger(__name__)
 
 THREADS = POOLS[0]
 PROGRESS_SECONDS = 10.0  # a progress line this often in logs (twice a second on a terminal)
-PARENT_CHECK_SECONDS = 0.5  # how soon a worker notices that the job was killed
 
 # --- the worker processes ---------------------------------------------------------------------------------
 
 _SCORER: Scorer | None = None
 
 
-def _exit_with(parent: int) -> None:
-    """End this worker once its parent is gone (killed: nobody is left to shut the pool down)."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(1)
-
-
 def _init_worker(model_path: str, runtime: str, watch_parent: bool = True) -> None:
     """Load the model once per worker process (a skops model without importing MLflow)."""
     global _SCORER
     if watch_parent:
-        threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+        exit_with_parent()
     _SCORER = Scorer(model_path, runtime)  # type: ignore[arg-type]
 
 

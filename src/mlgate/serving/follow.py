@@ -22,6 +22,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from mlgate.lifeline import exit_with_parent
 from mlgate.serving.metrics import RELOAD_OUTCOMES
 from mlgate.serving.model import Column, ServedModel, load_served_model
 
@@ -96,7 +97,9 @@ class AliasFollower:
 
     async def _helper(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+            self.pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=get_context("spawn"), initializer=exit_with_parent
+            )
         future = asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
         try:
             return await asyncio.wait_for(future, REGISTRY_TIMEOUT_SECONDS)

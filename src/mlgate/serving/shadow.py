@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from mlgate.lifeline import exit_with_parent
+
 log = logging.getLogger("mlgate.serving.shadow")
 
 DRAIN_SECONDS = 0.25
@@ -91,7 +93,9 @@ def _score(
 
 
 def shadow_main(uri: str, inbox: Any, outbox: Any, follow_seconds: float | None) -> None:
-    """The shadow process: load the challenger, then score what arrives until ``None`` does."""
+    """The shadow process: load the challenger, then score what arrives until ``None`` does (or the service
+    is gone)."""
+    exit_with_parent()
     lowest_priority()
     workdir = Path(tempfile.mkdtemp(prefix="mlgate-shadow-"))
     try:

@@ -379,9 +379,16 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
             "runtime": ms[0]["runtime"],
             **{
                 key: spread([m[key] for m in ms])
-                for key in ("wall_s", "rows_per_s", "cpu_s", "cpu_us_per_row", "peak_rss_mib", "load_before")
+                for key in (
+                    "wall_s",
+                    "rows_per_s",
+                    "cpu_s",
+                    "cpu_us_per_row",
+                    "peak_rss_mib",
+                    "rss_growth",
+                    "load_before",
+                )
             },
-            "rss_growth": spread([m["rss_growth"] for m in ms if m.get("rss_growth")]),
         }
         for (model, rows, tool), ms in groups.items()
     ]

@@ -96,6 +96,11 @@ def mlgate_serve(
             kill_server(proc)
 
 
+def spawned_helpers(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The processes a server spawned with multiprocessing (its shadow process, its registry helper)."""
+    return [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+
+
 def kill_server(proc: subprocess.Popen, timeout: float = 10.0) -> list[int]:
     """SIGKILL a server, as the OOM killer would, and wait for the helper processes it started (the shadow
     process, the registry helper, multiprocessing's resource tracker) to end on their own. Returns the pids of

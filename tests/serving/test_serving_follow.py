@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import mlflow
 import pandas as pd
-import psutil
 import pytest
 from mlflow import MlflowClient
 from mlflow.models import Model
@@ -35,7 +34,7 @@ from mlgate.serving.model import Column, load_served_model
 from mlgate.serving.service import Service
 from mlgate.serving.settings import ServingSettings
 from mlgate.train import trusted_types
-from tests.serving.conftest import free_port, kill_server, mlgate_serve, records
+from tests.serving.conftest import free_port, kill_server, mlgate_serve, records, spawned_helpers
 
 
 def register(name: str, pipeline: Any, signature: Any, example: pd.DataFrame | None) -> str:
@@ -285,8 +284,7 @@ def test_served_versions_switch_under_load_with_no_error(
         assert _metric(url, "mlgate_model_version") == float(v2)
         assert "Traceback" not in httpx.get(f"{url}/metadata").text
         # killed outright (SIGKILL, the OOM killer), the service leaves no registry helper running
-        helpers = psutil.Process(server["proc"].pid).children()
-        assert any("spawn_main" in " ".join(p.cmdline()) for p in helpers), "no registry helper"
+        assert spawned_helpers(server["proc"]), "no registry helper"
         assert kill_server(server["proc"]) == []
     assert meta["version"] == v2 and meta["follow"]["registry"] == "unreachable"
     assert v3 in meta["follow"]["refused"] and "year" in meta["follow"]["refused"][v3]

@@ -17,7 +17,6 @@ import httpx
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 from fastapi.testclient import TestClient
 from mlflow.models import Model
@@ -29,7 +28,7 @@ from mlgate.serving.model import ServedModel, load_served_model
 from mlgate.serving.settings import ServingSettings
 from mlgate.serving.shadow import shadow_report
 from mlgate.train import trusted_types
-from tests.serving.conftest import kill_server, mlgate_serve, records
+from tests.serving.conftest import kill_server, mlgate_serve, records, spawned_helpers
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +148,9 @@ def test_shadow_report_command_against_the_server_process(
             [mlgate, "shadow-report", "--url", url, "--output", str(out)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        shadow = [
-            p for p in psutil.Process(server["proc"].pid).children() if "spawn_main" in " ".join(p.cmdline())
-        ]
-        assert shadow, "no shadow process"
+        assert spawned_helpers(server["proc"]), "no shadow process"
         # a service killed outright (SIGKILL, the OOM killer) leaves no shadow process holding the challenger
         assert kill_server(server["proc"]) == []
-        assert not any(p.is_running() for p in shadow)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report == json.loads(done.stdout)

@@ -139,30 +139,72 @@ def test_sticky_comment_removes_duplicates_left_by_a_race() -> None:
     assert out[0]["body"].startswith(marker)  # the marker is added when the body lacks it
 
 
-def test_last_state_picks_the_newest_green_run_with_an_unexpired_state() -> None:
-    harness = """
-const runs = {
-  'pipeline.yml': [{ id: 1, name: 'pipeline', updated_at: '2026-01-01T00:00:00Z' },
-                   { id: 3, name: 'pipeline', updated_at: '2026-03-01T00:00:00Z' }],
-  'rollback.yml': [{ id: 2, name: 'rollback', updated_at: '2026-02-01T00:00:00Z' },
-                   { id: 4, name: 'rollback', updated_at: '2026-04-01T00:00:00Z' }],
-};
-const state = (expired) => [{ name: 'mlflow-state', expired }];
-const artifacts = { 1: state(false), 2: state(false), 3: state(false), 4: state(true) };
-const asked = [];
+_LAST_STATE = """
+const own = { full_name: 'o/r' }, fork = { full_name: 'someone/r-fork' };
+const run = (id, event, day, head = own) => ({ id, name: 'w', event, head_branch: 'main', head_repository: head,
+  run_started_at: new Date(Date.now() - (10 - day) * 86400000).toISOString(),  // `day` 10 is today
+  conclusion: id % 2 ? 'success' : 'failure' });
+const runs = RUNS;
+const artifacts = ARTIFACTS;
+const asked = [], said = [];
 const github = { rest: { actions: {
-  listWorkflowRuns: async ({ workflow_id, status, branch }) => { asked.push([workflow_id, status, branch]);
-    return { data: { workflow_runs: runs[workflow_id] } }; },
-  listWorkflowRunArtifacts: async ({ run_id }) => ({ data: { artifacts: artifacts[run_id] } }),
+  listWorkflowRuns: async ({ workflow_id, status, branch, page }) => { asked.push([workflow_id, status, branch]);
+    return { data: { workflow_runs: page === 1 ? runs[workflow_id] || [] : [] } }; },
+  listWorkflowRunArtifacts: async ({ run_id }) => ({ data: { artifacts: (artifacts[run_id] || []).map(
+    (expired) => ({ name: 'mlflow-state', expired, created_at: '2026-01-01T00:00:00Z' })) } }),
 } } };
 const outputs = {};
-const core = { info: () => {}, setOutput: (k, v) => { outputs[k] = v; } };
+const core = { info: (m) => said.push(m), warning: (m) => said.push(m), setFailed: (m) => said.push(m),
+  setOutput: (k, v) => { outputs[k] = v; } };
 const context = { repo: { owner: 'o', repo: 'r' }, payload: { repository: { default_branch: 'main' } } };
-(async () => { await fn({ github, context, core }); console.log(JSON.stringify({ outputs, asked })); })();
+(async () => {
+  let error = null;
+  try { await fn({ github, context, core, required: REQUIRED }); } catch (e) { error = e.message; }
+  console.log(JSON.stringify({ outputs, asked, said, error }));
+})();
 """
-    out = _node("last-state.js", harness)
-    assert out["outputs"] == {"run-id": "3"}  # run 4 is newer but its state expired
-    assert all(status == "success" and branch == "main" for _, status, branch in out["asked"])
+
+
+def _last_state(runs: str, artifacts: str, required: bool = True) -> dict:
+    harness = _LAST_STATE.replace("RUNS", runs).replace("ARTIFACTS", artifacts)
+    return _node("last-state.js", harness.replace("REQUIRED", json.dumps(required)))  # type: ignore[return-value]
+
+
+def test_last_state_takes_this_repositorys_own_newest_state_never_a_pull_requests() -> None:
+    """A fork's pull request from its own `main` (head branch `main`) with a pipeline.yml that uploads
+    mlflow-state is listed among pipeline.yml's runs on `main`: it is skipped, as is a same-repository pull
+    request's; a run whose state expired is passed over for the newest live one, whatever its conclusion."""
+    runs = """{
+  'pipeline.yml': [run(1, 'push', 1), run(3, 'schedule', 3), run(5, 'pull_request', 6, fork),
+                   run(7, 'pull_request', 7), run(8, 'push', 8)],
+  'rollback.yml': [run(2, 'workflow_dispatch', 2), run(4, 'workflow_dispatch', 4)],
+}"""
+    out = _last_state(runs, "{1: [false], 2: [false], 3: [false], 4: [false], 5: [false], 7: [false], 8: [true]}")
+    assert out["outputs"] == {"run-id": "4"}, out
+    assert all(status == "completed" and branch == "main" for _, status, branch in out["asked"])
+
+
+def test_last_state_starts_empty_only_when_no_state_was_ever_saved() -> None:
+    first = _last_state("{'pipeline.yml': [run(1, 'push', 1)]}", "{}")  # a first run that failed early
+    assert first["outputs"] == {"run-id": ""} and first["error"] is None
+    assert any("starting from an empty registry" in m for m in first["said"])
+    # a run older than the state's 90 days of retention may have saved one that is gone: not a first run
+    old = _last_state("{'pipeline.yml': [run(1, 'push', -90)]}", "{}")
+    assert old["error"] and "older than the state's 90 days of retention" in old["error"], old
+    # a fork's forged state does not count as "ever saved" either
+    forged = _last_state("{'pipeline.yml': [run(5, 'pull_request', 6, fork)]}", "{5: [false]}")
+    assert forged["outputs"] == {"run-id": ""} and forged["error"] is None
+
+
+def test_a_lost_state_fails_loudly_with_the_way_to_recover_and_never_starts_empty() -> None:
+    out = _last_state("{'pipeline.yml': [run(1, 'push', 1), run(3, 'schedule', 3)]}", "{1: [true], 3: [true]}")
+    assert out["outputs"] == {} and out["error"], out
+    assert "run 3 saved it on" in out["error"] and "has expired" in out["error"]
+    assert "reset-registry" in out["error"] and "Nothing was started from an empty registry" in out["error"]
+    # pull requests only compare with main's champion: there, a lost state is a warning and an empty copy
+    pr = _last_state("{'pipeline.yml': [run(1, 'push', 1)]}", "{1: [true]}", required=False)
+    assert pr["outputs"] == {"run-id": ""} and pr["error"] is None
+    assert any("cannot be restored" in m for m in pr["said"])
 
 
 @pytest.mark.slow

@@ -570,6 +570,130 @@ def stack_status_cmd(root: str) -> None:
         sys.exit(EXIT_ERROR)
 
 
+# --- release commands: what pipeline.yml and rollback.yml run (mlgate.release) ---
+
+
+@cli.group("release")
+def release_group() -> None:
+    """The release path: immutable version tags, the images' champion tag by digest, kept on the alias."""
+
+
+_REGISTRY = click.option("--registry", required=True, envvar="CI_REGISTRY", help="Image registry host.")
+_REPOSITORY = click.option(
+    "--repository",
+    required=True,
+    envvar="CI_IMAGE_REPO",
+    help="owner/repo: images are <registry>/<repo>-<kind>.",
+)
+_REFS = click.option(
+    "--refs",
+    "refs_path",
+    required=True,
+    help="Write the champion images' name@digest here (for the manifests).",
+)
+
+
+def _image_names(registry: str, repository: str) -> dict[str, str]:
+    from mlgate.release import KINDS, image_name
+
+    return {kind: image_name(registry, repository, kind) for kind in KINDS}
+
+
+@release_group.command("check-ref")
+@step_command
+def release_check_ref_cmd() -> None:
+    """Refuse a run that is not on the repository's default branch (GITHUB_REF, GITHUB_EVENT_PATH)."""
+    from mlgate.release import check_ref, release_environment
+
+    ref, event, default = release_environment()
+    check_ref(ref, default, event)
+    click.echo(f"releasing from {ref}")
+
+
+@release_group.command("version")
+@click.option("--bundle", default="serving/model", show_default=True, help="A model bundle folder.")
+@step_command
+def release_version_cmd(bundle: str) -> None:
+    """Print the model version of the bundle ($MODEL_VERSION wins when set)."""
+    from pathlib import Path
+
+    from mlgate.release import bundle_version
+
+    click.echo(bundle_version(Path(bundle), os.environ.get("MODEL_VERSION")))
+
+
+@release_group.command("publish")
+@click.option("--image", "kind", required=True, type=click.Choice(["serving", "batch"]))
+@click.option("--version", required=True, help="The model version (from `mlgate release version`).")
+@click.option("--sha", "short_sha", required=True, help="The commit's short SHA (tag sha-<sha>-v<version>).")
+@click.option("--record", required=True, help="Write the published image (name, version, digest) here.")
+@_REGISTRY
+@_REPOSITORY
+@step_command
+def release_publish_cmd(
+    kind: str, version: str, short_sha: str, record: str, registry: str, repository: str
+) -> None:
+    """Push the built image under its immutable tags (an existing one is refused); print name= and digest=."""
+    from pathlib import Path
+
+    from mlgate.release import publish
+
+    image = publish(_image_names(registry, repository)[kind], kind, version, short_sha, Path(record))
+    click.echo(f"name={image.name}\ndigest={image.digest}")
+
+
+@release_group.command("champion")
+@click.option("--version", required=True, help="The version whose images become the champion images.")
+@click.option(
+    "--published", default=None, help="Folder of the publish jobs' records (default: the version's own tags)."
+)
+@_REGISTRY
+@_REPOSITORY
+@_REFS
+@click.pass_context
+@step_command
+def release_champion_cmd(
+    ctx: click.Context, version: str, published: str | None, registry: str, repository: str, refs_path: str
+) -> None:
+    """Verify the version's images by digest, record them on the version, point the champion tag at them."""
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from mlgate.release import move_champion_tags, read_published, record_images, recorded_images
+
+    cfg = _config(ctx)
+    client = MlflowClient()
+    names = _image_names(registry, repository)
+    if published:
+        images = read_published(Path(published), version)
+        record_images(client, cfg.model_name, images)
+    else:
+        images = recorded_images(client, cfg.model_name, version, names)
+    move_champion_tags(images, Path(refs_path))
+    click.echo(Path(refs_path).read_text(), nl=False)
+
+
+@release_group.command("reconcile")
+@_REGISTRY
+@_REPOSITORY
+@_REFS
+@click.pass_context
+@step_command
+def release_reconcile_cmd(ctx: click.Context, registry: str, repository: str, refs_path: str) -> None:
+    """Point the images' champion tag at the champion alias's images, wherever a failed run left it."""
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from mlgate.release import reconcile
+
+    cfg = _config(ctx)
+    names = _image_names(registry, repository)
+    alias = cfg.promotion.aliases.champion
+    click.echo(reconcile(MlflowClient(), cfg.model_name, alias, names, Path(refs_path)))
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="mlgate")

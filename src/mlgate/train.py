@@ -145,6 +145,9 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
     dataset = mlflow.data.from_pandas(
         train_df, source=validated.get("accepted_path", data_path), targets=target
     )
+    # The lineage digest is the validated data's, as `mlgate lineage` compares it (validate's digest of the
+    # whole accepted table), not the training split's: an unchanged retrain must read as unchanged.
+    data_digest = validated.get("dataset_digest") or mlflow.data.from_pandas(table, targets=target).digest
 
     out = cfg.outputs
     train_path = write_table(train_df, out / "split" / "train.parquet")
@@ -156,7 +159,8 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
         mlflow.log_metrics({**train_metric, "train_rows": len(train_df), "test_rows": len(test_df)})
         mlflow.set_tags(
             {
-                f"{TAG_PREFIX}data_digest": dataset.digest,
+                f"{TAG_PREFIX}data_digest": data_digest,
+                f"{TAG_PREFIX}train_split_digest": dataset.digest,
                 f"{TAG_PREFIX}git_commit": commit,
                 f"{TAG_PREFIX}runtime": runtime,
             }
@@ -178,7 +182,7 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
                     "features": [f.model_dump() for f in cfg.data.features],
                     "reference_stats": stats,
                     "git_commit": commit,
-                    "data_digest": dataset.digest,
+                    "data_digest": data_digest,
                     "config_hash": cfg.digest(),
                     **({"onnx": compiled.report} if compiled is not None else {}),
                 }
@@ -201,7 +205,8 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
         "model_id": info.model_id,
         "train_path": str(train_path),
         "test_path": str(test_path),
-        "dataset_digest": dataset.digest,
+        "dataset_digest": data_digest,
+        "train_split_digest": dataset.digest,
         "git_commit": commit,
         "config_hash": cfg.digest(),
         "task": cfg.task,

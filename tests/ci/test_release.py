@@ -9,13 +9,14 @@ import os
 import subprocess  # nosec B404 - tests run fixed commands
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from mlgate.config import PipelineConfig
 from mlgate.gate import decide
 from mlgate.io import write_json
+from mlgate.pipeline import run_pipeline
 from mlgate.registry import audit_trail, rollback
-from mlgate.tracking import TAG_PREFIX
 from tests.ci.workflows import REPO
 from tests.conftest import write_config
 
@@ -81,25 +82,41 @@ def test_rollback_plan_with_an_empty_version_names_the_previous_champion_then_ci
     assert audit_trail(client, cfg.model_name)[-1]["reason"] == "the image of 2 misbehaves"
 
 
-def test_an_unchanged_lineage_is_no_release_unless_forced(cfg: PipelineConfig, store: Path) -> None:
-    write_json({"dataset_digest": "d1"}, cfg.outputs / "validate.json")
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
-    lineage = {"data_digest": "d1", "config_hash": cfg.digest(), "git_commit": commit.stdout.strip()}
-    client = _versions(cfg, store, 1, tags={f"{TAG_PREFIX}{k}": v for k, v in lineage.items()})
+def test_an_unchanged_retrain_is_no_release_through_the_real_steps(
+    cfg: PipelineConfig, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Monday schedule on unchanged data, config and commit: validate (through `mlflow run`, as the
+    pipeline job runs it) and lineage against the champion that validate -> train -> evaluate -> register ->
+    promote made. Both digests come from the real steps (train once tagged its training split's digest, which
+    never equals validate's digest of the whole accepted table, so every retrain was a release)."""
     config = write_config(cfg, store / "pipeline.yaml")
-    env = {"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"], "CONFIG": str(config)}
+    # the commit as Actions gives it to every step (this test's in-process run works in a temporary folder)
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    monkeypatch.setenv("GITHUB_SHA", sha.strip())
+    env = {
+        "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+        "CONFIG": str(config),
+        "GITHUB_SHA": sha.strip(),
+    }
+    run_pipeline(cfg)
 
-    first = _make("ci-lineage", **env)  # no champion yet: a release
-    assert (first.returncode, first.stdout) == (0, "changed=true\n"), first.stderr
-    client.set_registered_model_alias(cfg.model_name, "champion", "1")
+    validated = _make("ci-validate", **env)
+    assert validated.returncode == 0, validated.stderr
     same = _make("ci-lineage", **env)
     assert (same.returncode, same.stdout) == (0, "changed=false\n"), same.stderr
     assert "nothing changed" in same.stderr
-    assert _make("ci-lineage", FORCE="1", **env).stdout == "changed=true\n"
+    assert _make("ci-lineage", FORCE="true", **env).stdout == "changed=true\n"
 
-    write_json({"dataset_digest": "d2"}, cfg.outputs / "validate.json")  # new data
+    fewer = store / "fewer.csv"  # new data: the same table less its last five rows
+    fewer.write_text("".join((REPO / "data" / "penguins.csv").read_text().splitlines(keepends=True)[:-5]))
+    mlgate = REPO / ".venv" / "bin" / "mlgate"
+    subprocess.run(  # nosec B603
+        [str(mlgate), "--config", str(config), "validate", "--data", str(fewer)],
+        check=True, capture_output=True, env={**os.environ, **env},
+    )  # fmt: skip
     new_data = _make("ci-lineage", **env)
-    assert new_data.stdout == "changed=true\n" and "data_digest" in new_data.stderr
+    assert new_data.stdout == "changed=true\n" and "data_digest" in new_data.stderr, new_data.stderr
+    assert "config_hash" not in new_data.stderr and "git_commit" not in new_data.stderr
 
 
 def test_mlgate_gate_status_exits_3_on_a_rejection_as_the_runner_sees_it(cfg: PipelineConfig) -> None:

@@ -61,7 +61,9 @@ def step_command(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except Exception as exc:  # noqa: BLE001 - the CLI boundary reports every failure in one line
             log.debug("traceback", exc_info=True)
-            click.echo(f"mlgate {fn.__name__.replace('_cmd', '')} failed: {describe_error(exc)}", err=True)
+            ctx = click.get_current_context(silent=True)
+            words = ctx.command_path.split()[1:] if ctx is not None else [name]  # after the program's name
+            click.echo(f"mlgate {' '.join(words)} failed: {describe_error(exc)}", err=True)
             sys.exit(EXIT_ERROR)
 
     return wrapper
@@ -231,6 +233,31 @@ def lineage_cmd(ctx: click.Context, force: bool) -> None:
     click.echo(f"changed={str(changed).lower()}")
 
 
+@cli.command("check-registry")
+@click.pass_context
+@step_command
+def check_registry_cmd(ctx: click.Context) -> None:
+    """Check the registry before using it: the champion alias and the audit trail's newest move agree."""
+    from mlflow import MlflowClient
+
+    from mlgate.registry import audit_trail, check_state
+    from mlgate.models import version_by_alias
+
+    cfg = _config(ctx)
+    client = MlflowClient()
+    problems = check_state(client, cfg)
+    for problem in problems:
+        click.echo(f"mlgate check-registry: {problem}", err=True)
+    if problems:
+        sys.exit(EXIT_ERROR)
+    champion = version_by_alias(client, cfg.model_name, cfg.promotion.aliases.champion)
+    moves = len(audit_trail(client, cfg.model_name)) if champion is not None else 0
+    click.echo(
+        f"registry state ok: {cfg.model_name} champion {None if champion is None else champion.version}, "
+        f"{moves} audit records"
+    )
+
+
 @cli.command(
     "mlflow-run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
@@ -245,6 +272,9 @@ def mlflow_run_cmd(ctx: click.Context, entry_point: str, mlflow_args: tuple[str,
     cmd = [sys.executable, "-m", "mlflow", "run", ".", "-e", entry_point, "--env-manager", "local"]
     cmd += ["-P", f"config={ctx.obj['config_path']}", "--experiment-name", _config(ctx).experiment]
     sys.stdout.flush()
+    # `mlflow run` reads MLFLOW_EXPERIMENT_ID as --experiment-id and refuses both: the config's experiment
+    # wins
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     os.execv(sys.executable, [*cmd, *mlflow_args])  # nosec B606 - our interpreter, a fixed argument list
 
 

@@ -1,7 +1,8 @@
 """Steps 4-6, register, promote and rollback: model versions, aliases, the promotion lock and the audit trail.
 
 Every change to the registry here either completes or is undone: a version whose tagging or aliasing fails
-is deleted again, and an alias whose audit record cannot be written is moved back.
+is deleted again, and an alias move is recorded in the audit trail before it is made (a record whose move
+never happened is marked so, by the move itself or by check_state).
 """
 
 from __future__ import annotations
@@ -145,33 +146,103 @@ def promotion_lock(client: MlflowClient, cfg: PipelineConfig) -> Iterator[None]:
     try:
         yield
     finally:
-        client.delete_registered_model(lock_name)
+        _release_lock(client, lock_name, holder)
+
+
+def _lock_tags(client: MlflowClient, lock_name: str) -> dict[str, str] | None:
+    try:
+        return dict(client.get_registered_model(lock_name).tags)
+    except MlflowException:
+        return None
+
+
+def _release_lock(client: MlflowClient, lock_name: str, holder: str) -> None:
+    """Delete the lock only while it is still ours: if it was broken as stale and taken by another process,
+    that process's lock stays."""
+    tags = _lock_tags(client, lock_name)
+    if tags is None or tags.get("holder") != holder:
+        log.warning(
+            "promotion lock %s is no longer held by %s (now %s): left as it is",
+            lock_name,
+            holder,
+            None if tags is None else tags.get("holder"),
+        )
+        return
+    client.delete_registered_model(lock_name)
 
 
 def _break_stale_lock(client: MlflowClient, lock_name: str) -> None:
-    try:
-        held = client.get_registered_model(lock_name)
-    except MlflowException:
+    tags = _lock_tags(client, lock_name)
+    if tags is None:
         return
-    acquired = float(held.tags.get("acquired_at", "inf"))
-    if time.time() - acquired > LOCK_STALE_SECONDS:
-        log.warning("removing stale promotion lock %s held by %s", lock_name, held.tags.get("holder"))
-        try:
-            client.delete_registered_model(lock_name)
-        except MlflowException:
-            pass
+    acquired = float(tags.get("acquired_at", "inf"))
+    if time.time() - acquired <= LOCK_STALE_SECONDS:
+        return
+    # re-read right before deleting: a lock re-taken since it was judged stale is someone's live lock
+    if _lock_tags(client, lock_name) != tags:
+        return
+    log.warning("removing stale promotion lock %s held by %s", lock_name, tags.get("holder"))
+    try:
+        client.delete_registered_model(lock_name)
+    except MlflowException:
+        pass
+
+
+def _audit_records(client: MlflowClient, name: str) -> list[tuple[str, dict[str, Any]]]:
+    """(tag key, record) of every audit record on the model, oldest first, applied or not."""
+    tags = client.get_registered_model(name).tags
+    return [(k, json.loads(tags[k])) for k in sorted(tags) if k.startswith(AUDIT_PREFIX)]
 
 
 def audit_trail(client: MlflowClient, name: str) -> list[dict[str, Any]]:
-    """Every alias move mlgate made on the model, oldest first."""
-    tags = client.get_registered_model(name).tags
-    return [json.loads(tags[k]) for k in sorted(tags) if k.startswith(AUDIT_PREFIX)]
+    """Every alias move mlgate made on the model, oldest first (a record whose move never happened, marked
+    ``"applied": false``, is left out)."""
+    return [r for _, r in _audit_records(client, name) if r.get("applied", True)]
+
+
+def check_state(client: MlflowClient, cfg: PipelineConfig) -> list[str]:
+    """Check a registry (e.g. a restored saved state) before using it: the champion alias and the newest audit
+    record agree. A newest record whose move never happened (the process ended between writing the record and
+    moving the alias) is marked not applied, with a warning, rather than reported.
+
+    Returns:
+        The problems found, one line each; empty when the state is consistent (an empty registry is).
+    """
+    alias = cfg.promotion.aliases.champion
+    try:
+        records = _audit_records(client, cfg.model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    current = version_by_alias(client, cfg.model_name, alias)
+    champion = None if current is None else str(current.version)
+    applied = [(k, r) for k, r in records if r.get("applied", True)]
+    if applied and applied[-1][1]["new"] != champion and applied[-1][1]["previous"] == champion:
+        key, record = applied[-1]
+        log.warning(
+            "the newest audit record (%s %s -> %s at %s) was never applied: %r is %s; marking it not applied",
+            record.get("action"), record["previous"], record["new"], record.get("at"), alias, champion,
+        )  # fmt: skip
+        client.set_registered_model_tag(
+            cfg.model_name, key, json.dumps({**record, "applied": False}, sort_keys=True)
+        )
+        applied.pop()
+    recorded = applied[-1][1]["new"] if applied else None
+    if recorded != champion:
+        return [
+            f"{cfg.model_name!r}: {alias!r} is version {champion} but the audit trail's newest move made it "
+            f"{recorded}: the alias was moved outside mlgate, or the state is not the one saved"
+        ]
+    return []
 
 
 def _move_champion(
     client: MlflowClient, cfg: PipelineConfig, new: str, previous: str | None, record: dict[str, Any]
 ) -> dict[str, Any]:
-    """Point the champion alias at ``new`` and append the audit record; undo the move if recording fails."""
+    """Append the audit record, then point the champion alias at ``new``: a process that ends in between
+    leaves a record whose move never happened (check_state marks it), never a moved alias without its record.
+    If the move fails, the record is marked not applied."""
     alias = cfg.promotion.aliases.champion
     at = _now()
     entry = {
@@ -183,18 +254,16 @@ def _move_champion(
         "git_commit": git_commit(),
         "actor": os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown",
     }
-    client.set_registered_model_alias(cfg.model_name, alias, new)
+    key = f"{AUDIT_PREFIX}{at.strftime('%Y%m%dT%H%M%S%fZ')}"
+    client.set_registered_model_tag(cfg.model_name, key, json.dumps(entry, sort_keys=True))
     try:
-        key = f"{AUDIT_PREFIX}{at.strftime('%Y%m%dT%H%M%S%fZ')}"
-        client.set_registered_model_tag(cfg.model_name, key, json.dumps(entry, sort_keys=True))
-        client.set_model_version_tag(cfg.model_name, new, f"{TAG_PREFIX}{alias}_since", at.isoformat())
+        client.set_registered_model_alias(cfg.model_name, alias, new)
     except BaseException:
-        log.error("could not record the audit entry; moving %r back to %s", alias, previous)
-        if previous is None:
-            client.delete_registered_model_alias(cfg.model_name, alias)
-        else:
-            client.set_registered_model_alias(cfg.model_name, alias, previous)
+        log.error("could not move %r to %s; marking its audit record not applied", alias, new)
+        not_applied = json.dumps({**entry, "applied": False}, sort_keys=True)
+        client.set_registered_model_tag(cfg.model_name, key, not_applied)
         raise
+    client.set_model_version_tag(cfg.model_name, new, f"{TAG_PREFIX}{alias}_since", at.isoformat())
     return entry
 
 

@@ -1,7 +1,9 @@
 """The project's wiring: pins in step, MLproject entry points backed by CLI commands, --help everywhere."""
 
 import re
+import subprocess  # nosec B404 - runs bash with the command MLflow builds
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -38,6 +40,35 @@ def test_mlproject_has_every_step_and_main_calling_the_cli():
         assert command.startswith("python -m mlgate --config {config} "), name
         assert command.split()[5] == ("run" if name == "main" else name)
         assert entry["parameters"]["config"]["type"] == "path"
+
+
+HOSTILE = ["", "x;touch pwned", "a b", "it's", "$(touch pwned)", "`touch pwned`", "1 && touch pwned"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_mlproject_string_parameters_reach_the_cli_as_one_argument(value: str, tmp_path: Path) -> None:
+    """MLflow shell-quotes string parameters itself: the command MLflow builds for each entry point, run by a
+    real shell, hands the value over unchanged, as one argument, and runs nothing in it."""
+    from mlflow.projects._project_spec import load_project
+
+    project = load_project(str(REPO))
+    strings = {
+        name: [k for k, v in entry["parameters"].items() if v["type"] == "string"]
+        for name, entry in yaml.safe_load((REPO / "MLproject").read_text())["entry_points"].items()
+    }
+    for name, params in strings.items():
+        for param in params:
+            command = project.get_entry_point(name).compute_command({param: value}, str(tmp_path))
+            assert command.startswith("python -m mlgate ")
+            argv = subprocess.run(  # nosec B603 B607 - the command MLflow built, with a harmless program
+                ["bash", "-c", command.replace("python -m mlgate", 'printf "%s\\0"', 1)],
+                cwd=tmp_path, capture_output=True,
+            ).stdout.decode().split("\0")[:-1]  # fmt: skip
+            flag = f"--{param.replace('_', '-')}"
+            assert flag in argv or f"{flag}={value}" in argv, (name, param, argv)
+            if flag in argv:
+                assert argv[argv.index(flag) + 1] == value, (name, param, argv)
+            assert not (tmp_path / "pwned").exists(), (name, param, command)
 
 
 @pytest.mark.parametrize("command", [[], *[[s] for s in STEPS], ["run"], ["show"]])

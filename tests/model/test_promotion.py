@@ -4,6 +4,7 @@ that must leave the aliases as they were."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -135,7 +136,7 @@ def test_rollback_without_history_fails_clearly(cfg, store):
     assert "has no 'champion' to roll back from" in result.output
 
 
-def test_failed_audit_write_moves_the_alias_back(cfg, monkeypatch):
+def test_failed_audit_write_leaves_the_alias_where_it_was(cfg, monkeypatch):
     run_pipeline(cfg)
     run_pipeline(
         make_config(cfg.outputs.parent, **{**LOGREG, "promotion.thresholds": [{"metric": "accuracy_score"}]}),
@@ -188,3 +189,70 @@ def test_promotion_lock_excludes_a_second_holder(cfg):
                 pass
     with registry.promotion_lock(client, strict):  # released: free again
         pass
+
+
+def _dies_after_first_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process ends (killed) right after the first registry write of an alias move: every later alias or
+    tag write of the model raises instead of reaching the registry."""
+    writes = {"n": 0}
+    for method in ("set_registered_model_alias", "set_registered_model_tag"):
+        real = getattr(MlflowClient, method)
+
+        def write(self, *args, _real=real, **kwargs):
+            writes["n"] += 1
+            if writes["n"] > 1:
+                raise KeyboardInterrupt("killed")
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(MlflowClient, method, write)
+
+
+def test_a_promotion_killed_after_its_first_write_leaves_a_consistent_registry(cfg, monkeypatch):
+    """The move is recorded before it is made: a kill in between leaves the champion where it was and a record
+    the next check marks as never applied (before, the alias moved first and a kill left a champion whose
+    rollback had no previous)."""
+    run_pipeline(cfg)
+    run_pipeline(make_config(cfg.outputs.parent, **LOGREG), dry_run=True)  # v2 evaluated against v1
+    _dies_after_first_write(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        promote(cfg)
+    monkeypatch.undo()
+    client = MlflowClient()
+    assert champion(cfg) == "1"
+    assert registry.check_state(client, cfg) == []  # the cut-short record is marked, not reported
+    assert [e["new"] for e in audit_trail(client, cfg.model_name)] == ["1"]
+    assert registry.check_state(client, cfg) == []
+    promote(cfg)  # the rerun completes the move; its rollback finds the previous champion
+    assert champion(cfg) == "2" and rollback(cfg, dry_run=True)["new"] == "1"
+
+
+def test_check_registry_reports_an_alias_moved_outside_mlgate(cfg, store):
+    assert registry.check_state(MlflowClient(), cfg) == []  # an empty registry is consistent
+    run_pipeline(cfg)
+    run_pipeline(make_config(cfg.outputs.parent, **LOGREG), dry_run=True)
+    ok = cli_run(cfg, store, "check-registry")
+    assert (
+        ok.exit_code == 0
+        and "registry state ok: penguins-classifier champion 1, 1 audit records" in ok.output
+    )
+    MlflowClient().set_registered_model_alias(cfg.model_name, "champion", "2")  # by hand, no record
+    bad = CliRunner().invoke(cli, ["--config", str(store / "config.yaml"), "check-registry"])
+    assert bad.exit_code == 1
+    assert "'champion' is version 2 but the audit trail's newest move made it 1" in bad.output
+
+
+def test_a_lock_broken_as_stale_is_not_deleted_by_its_former_holder(cfg):
+    run_pipeline(cfg)
+    client = MlflowClient()
+    lock = cfg.model_name + registry.LOCK_SUFFIX
+    first = registry.promotion_lock(client, cfg)
+    first.__enter__()
+    client.set_registered_model_tag(lock, "acquired_at", str(time.time() - registry.LOCK_STALE_SECONDS - 1))
+    second = registry.promotion_lock(client, cfg)
+    second.__enter__()  # breaks the stale lock and takes it
+    holder = client.get_registered_model(lock).tags["holder"]
+    first.__exit__(None, None, None)  # the first holder ends late: the second one's lock stays
+    assert client.get_registered_model(lock).tags["holder"] == holder
+    second.__exit__(None, None, None)
+    with pytest.raises(Exception, match="(?i)not found|does not exist"):
+        client.get_registered_model(lock)

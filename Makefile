@@ -135,7 +135,8 @@ compose-config: ## Validate docker-compose.yml with .env.example (needs docker-c
 # GNU make ends with exit 2 whenever a recipe fails, whatever its code: the workflows read the gate's own exit
 # code (3 = rejected) from `mlgate gate-status`, which they run directly (`make ci-path` puts it on PATH).
 .PHONY: ci-path report-summary ci-report-origin gate-status ci-validate ci-train ci-evaluate ci-register ci-lineage ci-promote \
-	ci-bundle ci-model-version ci-image ci-image-smoke ci-image-sbom ci-image-push ci-retag-champion ci-k8s-manifests \
+	ci-bundle ci-model-version ci-image ci-image-smoke ci-image-sbom ci-image-push ci-champion-images ci-reconcile \
+	ci-check-ref ci-check-registry ci-k8s-manifests \
 	ci-rollback-plan \
 	ci-rollback ci-pipeline ci-stack-up ci-stack-down ci-state-save
 # The config's outputs folder, asked once (memoised) from the config itself.
@@ -149,18 +150,19 @@ CI_SHORT_SHA ?= $(shell git rev-parse --short=7 HEAD 2>/dev/null || echo unknown
 CI_BUNDLE ?= serving/model
 # Versions and the rollback reason reach the shell through the environment only, never through make's own
 # expansion: a workflow input is never pasted into a command line. The model version is MODEL_VERSION when set
-# (the publish job's), else the bundle's (mlgate_bundle.json, written by mlgate model-bundle).
-CI_MODEL_VERSION = v="$${MODEL_VERSION:-$$(sed -n 's/^ *"version": "\([0-9][0-9]*\)".*/\1/p' \
-	$(CI_BUNDLE)/mlgate_bundle.json 2>/dev/null)}"; printf '%s\n' "$$v" | grep -Eq '^[0-9]+$$' || { \
-	echo "MODEL_VERSION must be a model version number (run make ci-bundle, or set it)" >&2; exit 1; }
+# (the publish job's), else the bundle's (mlgate release version reads CI_BUNDLE/mlgate_bundle.json).
+CI_MODEL_VERSION = v="$$($(MLGATE) release version --bundle $(CI_BUNDLE))" || exit 1
 CI_NEED_VERSION = printf '%s\n' "$${VERSION:-}" | grep -Eq '^[0-9]+$$' || { \
 	echo "VERSION must be a model version number" >&2; exit 1; }
 # Immutable tags, never overwritten: sha-<short sha>-v<version> and v<version> ($$v: the shell's CI_MODEL_VERSION).
-# `champion` is the only tag that moves (ci-retag-champion).
+# `champion` is the only tag that moves (mlgate release champion / reconcile, src/mlgate/release.py).
 CI_IMAGE_TAGS = sha-$(CI_SHORT_SHA)-v$$v v$$v
-# The manifest digest `docker push` printed: $(call CI_PUSHED_DIGEST,<its output file>).
-CI_PUSHED_DIGEST = sed -n 's/.*digest: \(sha256:[0-9a-f]*\).*/\1/p' $(1) | tail -1
-# Where ci-retag-champion writes the champion images' references (mlgate-<kind>=<name>@<digest>, one per line).
+# The release commands, with the registry and image repository above (one definition, passed as options).
+CI_RELEASE = $(MLGATE) --config $(CONFIG) release
+CI_RELEASE_OPTS = --registry $(CI_REGISTRY) --repository $(CI_IMAGE_REPO)
+# What each publish job pushed (<kind>.json: name, version, digest), handed to the release job as artifacts.
+CI_PUBLISHED = $(CI_OUTPUTS)/published
+# Where the release and rollback write the champion images' references (mlgate-<kind>=<name>@<digest>).
 CI_CHAMPION_IMAGES = $(CI_OUTPUTS)/champion-images.txt
 DRY_RUN ?= false
 
@@ -197,50 +199,43 @@ ci-bundle: install ## Download the registered candidate (register.json) into ser
 	uri="$$($(MLGATE) --config $(CONFIG) result register registered_uri)" && \
 	for dest in serving/model batch/model; do $(MLGATE) --config $(CONFIG) model-bundle --model "$$uri" --dest $$dest || exit 1; done
 
-ci-model-version: ## Print `version=<n>` of the bundled model (serving/model), for GITHUB_OUTPUT
+ci-model-version: install ## Print `version=<n>` of the bundled model (serving/model), for GITHUB_OUTPUT
 	@$(CI_MODEL_VERSION); echo "version=$$v"
 
-ci-image: ## Build IMAGE=serving|batch, tagged sha-<short sha>-v<model version> and v<model version>
+ci-image: install ## Build IMAGE=serving|batch, tagged sha-<short sha>-v<model version> and v<model version>
 	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; \
 	$(MAKE) --no-print-directory image-$(IMAGE) \
 		$(shell printf '%s' '$(IMAGE)' | tr '[:lower:]' '[:upper:]')_IMAGE=$(CI_IMAGE_NAME):$$1 && \
 	docker tag $(CI_IMAGE_NAME):$$1 $(CI_IMAGE_NAME):$$2
 
-ci-image-smoke: ## Run the IMAGE built by ci-image once: serving answers /ready and /invocations, batch scores a file
+ci-image-smoke: install ## Run the IMAGE built by ci-image once: serving answers /ready and /invocations, batch scores a file
 	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; .github/scripts/image-smoke.sh $(IMAGE) $(CI_IMAGE_NAME):$$1
 
-ci-image-sbom: ## Write outputs/sbom-<IMAGE>.cdx.json: the Python packages in the IMAGE ci-image built (CycloneDX)
+ci-image-sbom: install ## Write outputs/sbom-<IMAGE>.cdx.json: the Python packages in the IMAGE ci-image built (CycloneDX)
 	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; \
 	python3 scripts/image-sbom.py $(CI_IMAGE_NAME):$$1 $(CI_OUTPUTS)/sbom-$(IMAGE).cdx.json
 
-ci-image-push: ## Push the IMAGE's immutable tags (refused when one exists or cannot be checked); print name= and digest=
-	@$(CI_MODEL_VERSION); for tag in $(CI_IMAGE_TAGS); do \
-		if out=$$(docker manifest inspect $(CI_IMAGE_NAME):$$tag 2>&1); then \
-			echo "$(CI_IMAGE_NAME):$$tag exists already: version tags are never overwritten" >&2; exit 1; fi; \
-		case "$$out" in *"no such manifest"*|*"manifest unknown"*|*"not found"*) ;; \
-		*) echo "cannot tell whether $(CI_IMAGE_NAME):$$tag exists, so not pushing: $$out" >&2; exit 1;; esac; \
-	done; \
-	for tag in $(CI_IMAGE_TAGS); do docker push $(CI_IMAGE_NAME):$$tag > "$${TMPDIR:-/tmp}/push.$$$$" || exit 1; \
-		cat "$${TMPDIR:-/tmp}/push.$$$$" >&2; done; \
-	digest=$$($(call CI_PUSHED_DIGEST,"$${TMPDIR:-/tmp}/push.$$$$")); \
-	rm -f "$${TMPDIR:-/tmp}/push.$$$$"; test -n "$$digest" || { echo "docker push printed no digest" >&2; exit 1; }; \
-	echo "name=$(CI_IMAGE_NAME)"; echo "digest=$$digest"
+ci-image-push: install ## Push the IMAGE's immutable tags (refused when one exists or cannot be checked); print name= and digest=
+	@$(CI_MODEL_VERSION); $(CI_RELEASE) publish --image $(IMAGE) --version "$$v" --sha $(CI_SHORT_SHA) \
+		--record $(CI_PUBLISHED)/$(IMAGE).json $(CI_RELEASE_OPTS)
 
-ci-retag-champion: ## Point both images' champion tag at their v$$VERSION images (which must exist); their digests to $(CI_CHAMPION_IMAGES)
-	@$(CI_NEED_VERSION); refs="$(CI_CHAMPION_IMAGES)"; mkdir -p "$$(dirname "$$refs")"; \
-	trap 'rm -f "$$refs.tmp" "$$refs.push"' EXIT; : > "$$refs.tmp"; \
-	for image in serving batch; do \
-		name="$(CI_REGISTRY)/$(CI_IMAGE_REPO)-$$image"; set -x; \
-		docker pull --quiet "$$name:v$$VERSION" && docker tag "$$name:v$$VERSION" "$$name:champion" && \
-		docker push "$$name:champion" > "$$refs.push" || exit 1; { set +x; } 2>/dev/null; cat "$$refs.push" >&2; \
-		digest=$$($(call CI_PUSHED_DIGEST,"$$refs.push")); \
-		test -n "$$digest" || { echo "docker push printed no digest for $$name:champion" >&2; exit 1; }; \
-		echo "mlgate-$$image=$$name@$$digest" >> "$$refs.tmp"; \
-	done; mv "$$refs.tmp" "$$refs"; cat "$$refs"
+ci-champion-images: install ## Point both images' champion tag at version $$VERSION's images by digest (PUBLISHED=<folder>: the publish jobs' records)
+	@$(CI_NEED_VERSION)
+	$(CI_RELEASE) champion --version "$$VERSION" $(if $(PUBLISHED),--published $(PUBLISHED)) \
+		--refs $(CI_CHAMPION_IMAGES) $(CI_RELEASE_OPTS)
+
+ci-reconcile: install ## Point the images' champion tag at the champion alias's images (after a failed or cancelled move)
+	$(CI_RELEASE) reconcile --refs $(CI_CHAMPION_IMAGES) $(CI_RELEASE_OPTS)
+
+ci-check-ref: install ## Refuse a release run that is not on the default branch (a workflow_dispatch from a branch)
+	$(CI_RELEASE) check-ref
+
+ci-check-registry: install ## After restoring a saved registry: the champion alias and the audit trail agree
+	$(MLGATE) --config $(CONFIG) check-registry
 
 ci-k8s-manifests: install ## After the champion moved: $(CI_OUTPUTS)/k8s/<overlay>.yaml, K8S_DIR rendered with the champion images by digest
 	@refs="$(CI_CHAMPION_IMAGES)"; test -s "$$refs" || { \
-		echo "$$refs is missing: make ci-retag-champion writes the champion images' digests there" >&2; exit 1; }; \
+		echo "$$refs is missing: make ci-champion-images writes the champion images' digests there" >&2; exit 1; }; \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cp -R deploy "$$tmp/deploy"; \
 	$(PYTHON) deploy/k8s/set-images.py "$$tmp/$(K8S_DIR)" $$(cat "$$refs") >&2 && \
 	$(BIN)/kubectl kustomize "$$tmp/$(K8S_DIR)" > "$$tmp/rendered.yaml" || exit 1; \

@@ -104,6 +104,7 @@ class Case:
     vars: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     branch: str = "main"  # the run's head branch, as the runs API lists it
+    head_repository: str | None = None  # the repository the run's code came from (a fork's pull request)
 
 
 def repository_payload(full_name: str = REPOSITORY) -> dict[str, Any]:
@@ -137,6 +138,10 @@ def push(sha: str, branch: str = "main") -> dict[str, Any]:
 
 def workflow_dispatch(inputs: dict[str, str], branch: str = "main") -> dict[str, Any]:
     return {"ref": f"refs/heads/{branch}", "inputs": inputs}
+
+
+def schedule(cron: str) -> dict[str, Any]:
+    return {"schedule": cron}
 
 
 # --- results ----------------------------------------------------------------------------------------------
@@ -658,12 +663,45 @@ class Emulator:
             )
         return args
 
-    def run(self, case: Case, job: str | None = None, dryrun: bool = False, timeout: int = 3000) -> RunResult:
+    def commit(self, files: dict[str, str], message: str) -> str:
+        """A new commit on the workspace's branch (as a push to main brings): the files written, committed;
+        the runs after it check it out. Returns its SHA."""
+        for rel, text in files.items():
+            (self.workspace / rel).write_text(text)
+        git = [
+            "git",
+            "-C",
+            str(self.workspace),
+            "-c",
+            "user.name=mlgate-dev",
+            "-c",
+            "user.email=dev@example.com",
+        ]
+        subprocess.run([*git, "commit", "--quiet", "--no-verify", "-am", message], check=True)  # nosec B603
+        self.sha = subprocess.run(  # nosec B603 B607
+            ["git", "-C", str(self.workspace), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return self.sha
+
+    def run(
+        self,
+        case: Case,
+        job: str | None = None,
+        dryrun: bool = False,
+        timeout: int = 3000,
+        conclusion: str | None = None,
+    ) -> RunResult:
         """Run the case's workflow under act (only `job` and what it needs, when given).
 
         dryrun: act's --dryrun, which plans the run and evaluates every `if:` (jobs and steps) against the
         event but starts no container: each step "succeeds" without running. For cases that only check which
         jobs an event runs or skips.
+        conclusion: what the runs API then lists for the run, when it is not act's result: a run that stops
+        after `job` because its next job's environment approval was declined ("failure") or the run was
+        cancelled while it waited ("cancelled").
         """
         run_id = self.next_run_id = self.next_run_id + 1
         src = self.workspace / ".github" / "workflows" / case.workflow
@@ -761,9 +799,11 @@ class Emulator:
             workflow_copy=copy,
         )
         name = wf.get("name", case.workflow)
-        conclusion = "success" if proc.returncode == 0 else "failure"
+        conclusion = conclusion or ("success" if proc.returncode == 0 else "failure")
         if not dryrun:
-            self.api.add_run(run_id, case.workflow, name, case.branch, case.event, conclusion)
+            self.api.add_run(
+                run_id, case.workflow, name, case.branch, case.event, conclusion, case.head_repository
+            )
         self.results.append(result)
         return result
 

@@ -1,9 +1,11 @@
 """The release's image make targets against a real registry (the HTTPS stand-in of tests/ci/standins, on
 loopback), with the real docker CLI and engine: version tags are pushed once and refused the second time, the
-digest printed is the one the registry holds, and `champion` moves only onto images that exist."""
+digest printed and recorded is the one the registry holds, and `champion` moves only onto images that exist.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess  # nosec B404 - tests run fixed commands
@@ -11,10 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from tests.ci.standins.registry import Registry
 from tests.ci.workflows import REPO
-from tests.conftest import require
+from mlgate.config import PipelineConfig
+from tests.conftest import require, write_config
 
 REPOSITORY = "mlgate-test/mlgate"
 SHA = "abc1234"
@@ -69,7 +73,7 @@ def _make(reg: Registry, target: str, out: Path, **env: str) -> subprocess.Compl
 
 
 def test_version_tags_are_pushed_once_and_champion_moves_only_onto_pushed_images(
-    registry: Registry, tmp_path: Path
+    registry: Registry, cfg: PipelineConfig, store: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "outputs"
     for kind in ("serving", "batch"):
@@ -83,25 +87,39 @@ def test_version_tags_are_pushed_once_and_champion_moves_only_onto_pushed_images
             f"name={registry.host}/{REPOSITORY}-{kind}",
             f"digest={tags['v1']}",
         ]
+        # and the record the release job moves champion to
+        record = json.loads((out / "published" / f"{kind}.json").read_text())
+        assert record == {"kind": kind, "name": f"{registry.host}/{REPOSITORY}-{kind}", "version": "1",
+                          "digest": tags["v1"]}  # fmt: skip
 
     # the same version again (a rerun of the publish job): refused, nothing overwritten
     before = len(registry.pushes)
     again = _make(registry, "ci-image-push", out, IMAGE="serving", MODEL_VERSION="1")
-    assert again.returncode != 0 and "exists already: version tags are never overwritten" in again.stderr
+    assert again.returncode != 0 and "exists already" in again.stderr and "never overwritten" in again.stderr
     assert len(registry.pushes) == before
 
-    moved = _make(registry, "ci-retag-champion", out, VERSION="1")
+    # the release: versions 1 and 2 registered; champion moves onto the published digests of 1, recorded on it
+    client = MlflowClient()
+    client.create_registered_model(cfg.model_name)
+    for _ in (1, 2):
+        client.create_model_version(cfg.model_name, str(store))
+    env = {
+        "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+        "CONFIG": str(write_config(cfg, store / "c.yaml")),
+    }
+    moved = _make(registry, "ci-champion-images", out, VERSION="1", PUBLISHED=str(out / "published"), **env)
     assert moved.returncode == 0, moved.stderr
     champion = {k: registry.tags(f"{REPOSITORY}-{k}")["champion"] for k in ("serving", "batch")}
     assert champion == {k: registry.tags(f"{REPOSITORY}-{k}")["v1"] for k in ("serving", "batch")}
     # the references the manifests are rendered with: exactly what champion points at
-    assert (out / "champion-images.txt").read_text().splitlines() == [
-        f"mlgate-{k}={registry.host}/{REPOSITORY}-{k}@{champion[k]}" for k in ("serving", "batch")
-    ]
+    refs = [f"mlgate-{k}={registry.host}/{REPOSITORY}-{k}@{champion[k]}" for k in ("serving", "batch")]
+    assert (out / "champion-images.txt").read_text().splitlines() == refs
+    recorded = client.get_model_version(cfg.model_name, "1").tags
+    assert [f"mlgate-{k}={recorded[f'mlgate.image.{k}']}" for k in ("serving", "batch")] == refs
 
-    # version 2 was never published: champion stays on version 1, and the references file is not replaced
-    refused = _make(registry, "ci-retag-champion", out, VERSION="2")
-    assert refused.returncode != 0
+    # version 2 was never published (no digest recorded, no v2 tag): champion stays on version 1, and the
+    # references file is not replaced
+    refused = _make(registry, "ci-champion-images", out, VERSION="2", **env)
+    assert refused.returncode != 0 and "version 2 has no serving image" in refused.stderr
     assert {k: registry.tags(f"{REPOSITORY}-{k}")["champion"] for k in ("serving", "batch")} == champion
-    assert sorted(p.name for p in out.iterdir()) == ["champion-images.txt"]  # no partial file left
-    assert (out / "champion-images.txt").read_text().splitlines()[0].endswith(champion["serving"])
+    assert (out / "champion-images.txt").read_text().splitlines() == refs

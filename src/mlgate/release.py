@@ -72,13 +72,17 @@ def check_version(version: str | None) -> str:
 def bundle_version(bundle: Path, override: str | None = None) -> str:
     """The model version of a bundle (``mlgate_bundle.json``, written by ``mlgate model-bundle``), or
     ``override`` (the publish job's ``MODEL_VERSION``) when given."""
+    from mlgate.modelio import BUNDLE_FILE
+
     if override:
         return check_version(override)
-    meta = bundle / "mlgate_bundle.json"
+    meta = bundle / BUNDLE_FILE
     try:
         return check_version(json.loads(meta.read_text()).get("version"))
     except (OSError, ValueError) as exc:
-        raise ReleaseError(f"{meta}: no model version ({exc}); run mlgate model-bundle first") from None
+        raise ReleaseError(
+            f"MODEL_VERSION must be a model version number, and {meta} has none ({exc}): run make ci-bundle"
+        ) from None
 
 
 def check_ref(ref: str, default_branch: str, event: str) -> None:

@@ -24,6 +24,7 @@ from mlgate.features import build_pipeline, reference_stats
 from mlgate.io import read_step_result, read_table, write_json, write_table
 from mlgate.runtime import ONNX, ONNX_FILE, PARITY_FILE, SKLEARN
 from mlgate.tracking import TAG_PREFIX, git_commit, step_run
+from mlgate.validate import validated_dataset
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,12 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
         train_df, source=validated.get("accepted_path", data_path), targets=target
     )
     # The lineage digest is the validated data's, as `mlgate lineage` compares it (validate's digest of the
-    # whole accepted table), not the training split's: an unchanged retrain must read as unchanged.
-    data_digest = validated.get("dataset_digest") or mlflow.data.from_pandas(table, targets=target).digest
+    # whole accepted table), not the training split's: an unchanged retrain must read as unchanged. A given
+    # table is digested as validate digests its accepted rows: typed, in the schema's columns.
+    if data_path is None:
+        data_digest = validated["dataset_digest"]
+    else:
+        data_digest = validated_dataset(typed, cfg, data_path).digest
 
     out = cfg.outputs
     train_path = write_table(train_df, out / "split" / "train.parquet")

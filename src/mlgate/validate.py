@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 import mlflow
+import pandas as pd
+from mlflow.data.pandas_dataset import PandasDataset
 
 from mlgate import data as d
 from mlgate.config import PipelineConfig
@@ -16,6 +18,12 @@ log = logging.getLogger(__name__)
 
 ACCEPTED_FILE = "validated.parquet"
 QUARANTINE_FILE = "quarantine.csv"
+
+
+def validated_dataset(table: pd.DataFrame, cfg: PipelineConfig, source: str) -> PandasDataset:
+    """The MLflow dataset of a validated (typed, accepted) table: its digest is the data's lineage, which
+    train records on the model and ``mlgate lineage`` compares."""
+    return mlflow.data.from_pandas(table, source=source, targets=cfg.data.target, name="validated")
 
 
 def validate(cfg: PipelineConfig, source: str | None = None) -> dict[str, Any]:
@@ -49,7 +57,7 @@ def validate(cfg: PipelineConfig, source: str | None = None) -> dict[str, Any]:
     )
     d.enforce_limit(result, cfg.data.max_invalid_fraction)
     accepted_path = write_table(accepted, out / ACCEPTED_FILE)
-    dataset = mlflow.data.from_pandas(accepted, source=str(source), targets=cfg.data.target, name="validated")
+    dataset = validated_dataset(accepted, cfg, str(source))
     with step_run(cfg, "validate") as run:
         mlflow.log_input(dataset, context="validated")
         mlflow.log_metrics(

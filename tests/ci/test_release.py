@@ -9,14 +9,15 @@ import os
 import subprocess  # nosec B404 - tests run fixed commands
 from pathlib import Path
 
-import pytest
 from mlflow import MlflowClient
 
 from mlgate.config import PipelineConfig
 from mlgate.gate import decide
 from mlgate.io import write_json
-from mlgate.pipeline import run_pipeline
 from mlgate.registry import audit_trail, rollback
+from mlgate.tracking import use_experiment
+from mlgate.train import train
+from mlgate.validate import validate
 from tests.ci.workflows import REPO
 from tests.conftest import write_config
 
@@ -82,24 +83,24 @@ def test_rollback_plan_with_an_empty_version_names_the_previous_champion_then_ci
     assert audit_trail(client, cfg.model_name)[-1]["reason"] == "the image of 2 misbehaves"
 
 
-def test_an_unchanged_retrain_is_no_release_through_the_real_steps(
-    cfg: PipelineConfig, store: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The Monday schedule on unchanged data, config and commit: validate (through `mlflow run`, as the
-    pipeline job runs it) and lineage against the champion that validate -> train -> evaluate -> register ->
-    promote made. Both digests come from the real steps (train once tagged its training split's digest, which
-    never equals validate's digest of the whole accepted table, so every retrain was a release)."""
+def test_an_unchanged_retrain_is_no_release_through_the_real_steps(cfg: PipelineConfig, store: Path) -> None:
+    """The Monday schedule on unchanged data, config and commit, as a user runs it: `make pipeline`
+    (validate -> train -> evaluate -> register -> promote), then lineage after that validate and again after
+    `make ci-validate` (validate through `mlflow run`, as the pipeline job runs it). Both digests come from
+    the real steps (train once tagged its training split's digest, which never equals validate's digest of
+    the whole accepted table, so every retrain was a release)."""
     config = write_config(cfg, store / "pipeline.yaml")
-    # the commit as Actions gives it to every step (this test's in-process run works in a temporary folder)
-    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    monkeypatch.setenv("GITHUB_SHA", sha.strip())
-    env = {
-        "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
-        "CONFIG": str(config),
-        "GITHUB_SHA": sha.strip(),
-    }
-    run_pipeline(cfg)
+    env = {"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"], "CONFIG": str(config)}
+    use_experiment(cfg)  # made here, so that its artifacts go to this test's folder, not the checkout's
+    assert _make("ci-validate", **env).returncode == 0
+    first = _make("ci-lineage", **env)  # no champion yet: a release
+    assert (first.returncode, first.stdout) == (0, "changed=true\n"), first.stderr
+    pipeline = _make("pipeline", **env)
+    assert pipeline.returncode == 0, pipeline.stderr
+    assert str(MlflowClient().get_model_version_by_alias(cfg.model_name, "champion").version) == "1"
 
+    direct = _make("ci-lineage", **env)  # on the validate of `mlgate run`
+    assert (direct.returncode, direct.stdout) == (0, "changed=false\n"), direct.stderr
     validated = _make("ci-validate", **env)
     assert validated.returncode == 0, validated.stderr
     same = _make("ci-lineage", **env)
@@ -108,15 +109,26 @@ def test_an_unchanged_retrain_is_no_release_through_the_real_steps(
     assert _make("ci-lineage", FORCE="true", **env).stdout == "changed=true\n"
 
     fewer = store / "fewer.csv"  # new data: the same table less its last five rows
-    fewer.write_text("".join((REPO / "data" / "penguins.csv").read_text().splitlines(keepends=True)[:-5]))
+    fewer.write_text("".join(Path(cfg.data.source).read_text().splitlines(keepends=True)[:-5]))
     mlgate = REPO / ".venv" / "bin" / "mlgate"
     subprocess.run(  # nosec B603
         [str(mlgate), "--config", str(config), "validate", "--data", str(fewer)],
-        check=True, capture_output=True, env={**os.environ, **env},
+        check=True, capture_output=True, cwd=REPO, env={**os.environ, **env},
     )  # fmt: skip
     new_data = _make("ci-lineage", **env)
     assert new_data.stdout == "changed=true\n" and "data_digest" in new_data.stderr, new_data.stderr
     assert "config_hash" not in new_data.stderr and "git_commit" not in new_data.stderr
+
+
+def test_train_on_a_given_table_records_the_digest_validate_gives_it(cfg: PipelineConfig) -> None:
+    """`mlgate train --data <table>` records as lineage the digest validate gives the same table (its typed
+    rows in the schema's columns), not the digest of the file as read: `mlgate lineage` compares the two."""
+    validated = validate(cfg)  # the config's CSV, with a column the schema does not have
+    trained = train(cfg, data_path=cfg.data.source)
+    assert trained["dataset_digest"] == validated["dataset_digest"]
+    run = MlflowClient().get_run(trained["run_id"])
+    assert run.data.tags["mlgate.data_digest"] == validated["dataset_digest"]
+    assert run.data.tags["mlgate.train_split_digest"] == trained["train_split_digest"]
 
 
 def test_mlgate_gate_status_exits_3_on_a_rejection_as_the_runner_sees_it(cfg: PipelineConfig) -> None:

@@ -1,5 +1,7 @@
-"""The emulator session shared by the emulated workflow runs (test_jobs.py: pull requests; test_season.py: the
-release path's season): one runner image, one set of stand-ins (API, registry), one snapshot."""
+"""Shared by the tests of the release path: the emulator session of the emulated workflow runs (test_jobs.py:
+pull requests; test_season.py: the season), one runner image, one set of stand-ins (API, registry), one
+snapshot; and a registry stand-in the host's docker CLI trusts, for the image make targets and mlgate.release.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.ci import emulator as em
+from tests.ci.standins.registry import Registry
 from tests.conftest import require
 
 
@@ -46,3 +49,25 @@ def _remove_images(emu: em.Emulator) -> None:
     mine = [r for r in refs if r.startswith(emu.registry.host + "/")]
     if mine:
         subprocess.run(["docker", "rmi", "-f", *mine], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The ghcr.io stand-in on loopback, trusted by the engine and by the docker CLI itself (which asks the
+    registry directly for `docker manifest inspect`: it reads /etc/docker/certs.d)."""
+    require(shutil.which("docker") is not None, "no docker CLI (../shared/container-engine/setup)")
+    require(_engine_ok(), "no container engine (../shared/container-engine/setup)")
+    with Registry(tmp_path_factory.mktemp("registry")) as reg:
+        trust = Path("/etc/docker/certs.d") / reg.host
+        trust.mkdir(parents=True, exist_ok=True)
+        shutil.copy(reg.cert, trust / "ca.crt")
+        try:
+            yield reg
+        finally:
+            shutil.rmtree(trust, ignore_errors=True)
+            refs = subprocess.run(
+                ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
+            ).stdout.split()
+            mine = [r for r in refs if r.startswith(reg.host + "/")]
+            if mine:
+                subprocess.run(["docker", "rmi", "-f", *mine], capture_output=True)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess  # nosec B404 - tests run fixed commands
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,35 +16,16 @@ from mlflow import MlflowClient
 from tests.ci.standins.registry import Registry
 from tests.ci.workflows import REPO
 from mlgate.config import PipelineConfig
-from tests.conftest import require, write_config
+from tests.conftest import write_config
 
 REPOSITORY = "mlgate-test/mlgate"
 SHA = "abc1234"
-DOCKER_CERTS = Path("/etc/docker/certs.d")  # where the docker CLI itself looks (`docker manifest inspect`)
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 
 
 def _docker(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=600)  # nosec
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require(shutil.which("docker") is not None, "no docker CLI (../shared/container-engine/setup)")
-    require(_docker("info").returncode == 0, "no container engine (../shared/container-engine/setup)")
-    with Registry(tmp_path_factory.mktemp("registry")) as reg:
-        trust = DOCKER_CERTS / reg.host
-        trust.mkdir(parents=True, exist_ok=True)
-        shutil.copy(reg.cert, trust / "ca.crt")
-        try:
-            yield reg
-        finally:
-            shutil.rmtree(trust, ignore_errors=True)
-            refs = _docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-            mine = [r for r in refs if r.startswith(reg.host + "/")]
-            if mine:
-                _docker("rmi", "-f", *mine)
 
 
 def _image(reg: Registry, kind: str, version: int, tmp: Path) -> None:

@@ -6,9 +6,7 @@ champion tag brought back to the alias's images after a release that stopped hal
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess  # nosec B404 - tests run fixed commands
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,6 @@ from mlflow import MlflowClient
 from mlgate import release as rel
 from mlgate.config import PipelineConfig
 from tests.ci.standins.registry import Registry
-from tests.conftest import require
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -68,28 +65,6 @@ def test_bundle_version_reads_the_bundle_and_the_override_wins(tmp_path: Path) -
 
 
 # --- against the registry stand-in and the engine ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require(shutil.which("docker") is not None, "no docker CLI")
-    engine = subprocess.run(["docker", "info"], capture_output=True, timeout=60)
-    require(engine.returncode == 0, "no container engine (../shared/container-engine/setup)")
-    with Registry(tmp_path_factory.mktemp("registry")) as reg:
-        # the docker CLI asks the registry itself (`docker manifest inspect`): it trusts /etc/docker/certs.d
-        trust = Path("/etc/docker/certs.d") / reg.host
-        trust.mkdir(parents=True, exist_ok=True)
-        shutil.copy(reg.cert, trust / "ca.crt")
-        try:
-            yield reg
-        finally:
-            shutil.rmtree(trust, ignore_errors=True)
-            refs = subprocess.run(
-                ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
-            ).stdout.split()
-            mine = [r for r in refs if r.startswith(reg.host + "/")]
-            if mine:
-                subprocess.run(["docker", "rmi", "-f", *mine], capture_output=True)
 
 
 def _build(name: str, tag: str, label: str, tmp: Path) -> None:

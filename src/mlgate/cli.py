@@ -240,8 +240,8 @@ def check_registry_cmd(ctx: click.Context) -> None:
     """Check the registry before using it: the champion alias and the audit trail's newest move agree."""
     from mlflow import MlflowClient
 
-    from mlgate.registry import audit_trail, check_state
     from mlgate.models import version_by_alias
+    from mlgate.registry import audit_trail, check_state
 
     cfg = _config(ctx)
     client = MlflowClient()
@@ -252,10 +252,8 @@ def check_registry_cmd(ctx: click.Context) -> None:
         sys.exit(EXIT_ERROR)
     champion = version_by_alias(client, cfg.model_name, cfg.promotion.aliases.champion)
     moves = len(audit_trail(client, cfg.model_name)) if champion is not None else 0
-    click.echo(
-        f"registry state ok: {cfg.model_name} champion {None if champion is None else champion.version}, "
-        f"{moves} audit records"
-    )
+    shown = "none" if champion is None else champion.version
+    click.echo(f"registry state ok: champion {shown}, {moves} audit records")
 
 
 @cli.command(

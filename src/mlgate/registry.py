@@ -218,8 +218,8 @@ def check_state(client: MlflowClient, cfg: PipelineConfig) -> list[str]:
     current = version_by_alias(client, cfg.model_name, alias)
     champion = None if current is None else str(current.version)
     applied = [(k, r) for k, r in records if r.get("applied", True)]
-    if applied and applied[-1][1]["new"] != champion and applied[-1][1]["previous"] == champion:
-        key, record = applied[-1]
+    if applied and _never_moved(client, cfg, applied[-1][1], champion):
+        key, record = applied.pop()
         log.warning(
             "the newest audit record (%s %s -> %s at %s) was never applied: %r is %s; marking it not applied",
             record.get("action"), record["previous"], record["new"], record.get("at"), alias, champion,
@@ -227,7 +227,6 @@ def check_state(client: MlflowClient, cfg: PipelineConfig) -> list[str]:
         client.set_registered_model_tag(
             cfg.model_name, key, json.dumps({**record, "applied": False}, sort_keys=True)
         )
-        applied.pop()
     recorded = applied[-1][1]["new"] if applied else None
     if recorded != champion:
         return [
@@ -235,6 +234,21 @@ def check_state(client: MlflowClient, cfg: PipelineConfig) -> list[str]:
             f"{recorded}: the alias was moved outside mlgate, or the state is not the one saved"
         ]
     return []
+
+
+def _never_moved(
+    client: MlflowClient, cfg: PipelineConfig, record: dict[str, Any], champion: str | None
+) -> bool:
+    """Whether a record's champion move never happened: the champion is still the record's previous, and the
+    version lacks the ``<alias>_since`` tag of the record's time that ``_move_champion`` sets right after
+    moving the alias (so an alias moved back by hand is not taken for a move cut short)."""
+    if record["new"] == champion or record["previous"] != champion:
+        return False
+    try:
+        tags = client.get_model_version(cfg.model_name, record["new"]).tags
+    except MlflowException:
+        return True
+    return tags.get(f"{TAG_PREFIX}{cfg.promotion.aliases.champion}_since") != record["at"]
 
 
 def _move_champion(

@@ -9,6 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from mlgate import registry
 from mlgate.cli import EXIT_REJECTED, cli
@@ -226,23 +227,86 @@ def test_a_promotion_killed_after_its_first_write_leaves_a_consistent_registry(c
     assert champion(cfg) == "2" and rollback(cfg, dry_run=True)["new"] == "1"
 
 
+def _versions(cfg, store, n: int) -> MlflowClient:
+    """``n`` versions of the configured model (empty model folders: only the registry is looked at)."""
+    client = MlflowClient()
+    client.create_registered_model(cfg.model_name)
+    for i in range(n):
+        (store / f"m{i}").mkdir()
+        client.create_model_version(cfg.model_name, str(store / f"m{i}"))
+    return client
+
+
+def _records(client: MlflowClient, cfg) -> list[tuple[str, bool]]:
+    """(new, applied) of every audit record on the model as stored, oldest first, applied or not."""
+    tags = client.get_registered_model(cfg.model_name).tags
+    records = [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(registry.AUDIT_PREFIX)]
+    return [(r["new"], r.get("applied", True)) for r in records]
+
+
+def test_a_champion_move_killed_midway_keeps_the_rollback_target(cfg, store, monkeypatch):
+    """Champion 1, then 2; the move to 3 is killed after its first registry write. The champion stays 2 and
+    rolls back to 1, before and after check_state marks the cut-short record (before, the alias moved first:
+    champion 3 with no record, whose rollback found no previous)."""
+    client = _versions(cfg, store, 3)
+    rollback(cfg, version="1", reason="first champion")
+    rollback(cfg, version="2", reason="second champion")
+    _dies_after_first_write(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        rollback(cfg, version="3", reason="killed midway")
+    monkeypatch.undo()
+    assert champion(cfg) == "2"
+    assert rollback(cfg, dry_run=True)["new"] == "1"
+    assert registry.check_state(client, cfg) == []  # repaired, not reported
+    assert _records(client, cfg) == [("1", True), ("2", True), ("3", False)]
+    assert [e["new"] for e in audit_trail(client, cfg.model_name)] == ["1", "2"]
+    assert rollback(cfg, dry_run=True)["new"] == "1"
+    ok = cli_run(cfg, store, "check-registry")
+    assert (ok.exit_code, ok.stdout) == (0, "registry state ok: champion 2, 2 audit records\n")
+    rollback(cfg, reason="back")
+    assert champion(cfg) == "1" and registry.check_state(client, cfg) == []
+
+
+def test_a_refused_alias_move_marks_its_audit_record_not_applied(cfg, store, monkeypatch):
+    client = _versions(cfg, store, 2)
+    rollback(cfg, version="1", reason="first champion")
+
+    def refuse(*_args, **_kwargs):
+        raise MlflowException("alias refused")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", refuse)
+    with pytest.raises(MlflowException, match="alias refused"):
+        rollback(cfg, version="2", reason="refused")
+    monkeypatch.undo()
+    assert champion(cfg) == "1"
+    assert _records(client, cfg) == [("1", True), ("2", False)]
+    assert [e["new"] for e in audit_trail(client, cfg.model_name)] == ["1"]
+    assert registry.check_state(client, cfg) == []
+
+
 def test_check_registry_reports_an_alias_moved_outside_mlgate(cfg, store):
     assert registry.check_state(MlflowClient(), cfg) == []  # an empty registry is consistent
-    run_pipeline(cfg)
-    run_pipeline(make_config(cfg.outputs.parent, **LOGREG), dry_run=True)
+    empty = cli_run(cfg, store, "check-registry")
+    assert (empty.exit_code, empty.stdout) == (0, "registry state ok: champion none, 0 audit records\n")
+    client = _versions(cfg, store, 3)
+    assert registry.check_state(client, cfg) == []  # versions, no champion, no record: consistent
+    rollback(cfg, version="1", reason="first champion")
+    rollback(cfg, version="2", reason="second champion")
     ok = cli_run(cfg, store, "check-registry")
-    assert (
-        ok.exit_code == 0
-        and "registry state ok: penguins-classifier champion 1, 1 audit records" in ok.output
-    )
-    MlflowClient().set_registered_model_alias(cfg.model_name, "champion", "2")  # by hand, no record
+    assert (ok.exit_code, ok.stdout) == (0, "registry state ok: champion 2, 2 audit records\n")
+    for by_hand in ("3", "1"):  # 1: back to the previous champion, not a move of 2 cut short
+        client.set_registered_model_alias(cfg.model_name, "champion", by_hand)
+        (problem,) = registry.check_state(client, cfg)
+        assert f"'champion' is version {by_hand} but the audit trail's newest move made it 2" in problem
     bad = CliRunner().invoke(cli, ["--config", str(store / "config.yaml"), "check-registry"])
-    assert bad.exit_code == 1
-    assert "'champion' is version 2 but the audit trail's newest move made it 1" in bad.output
+    assert (bad.exit_code, bad.stdout) == (1, "")
+    assert bad.stderr == f"mlgate check-registry: {problem}\n"
+    client.delete_registered_model_alias(cfg.model_name, "champion")
+    assert len(registry.check_state(client, cfg)) == 1
+    assert _records(client, cfg) == [("1", True), ("2", True)]  # nothing marked: these moves happened
 
 
 def test_a_lock_broken_as_stale_is_not_deleted_by_its_former_holder(cfg):
-    run_pipeline(cfg)
     client = MlflowClient()
     lock = cfg.model_name + registry.LOCK_SUFFIX
     first = registry.promotion_lock(client, cfg)
@@ -256,3 +320,28 @@ def test_a_lock_broken_as_stale_is_not_deleted_by_its_former_holder(cfg):
     second.__exit__(None, None, None)
     with pytest.raises(Exception, match="(?i)not found|does not exist"):
         client.get_registered_model(lock)
+
+
+def test_a_stale_lock_taken_again_while_judged_stale_is_not_broken(cfg, monkeypatch):
+    """Between the read that finds the lock stale and its delete, another process breaks it and takes it: the
+    lock deleted would be that process's live one."""
+    client = MlflowClient()
+    lock = cfg.model_name + registry.LOCK_SUFFIX
+    stale = str(time.time() - registry.LOCK_STALE_SECONDS - 1)
+    client.create_registered_model(lock, tags={"holder": "crashed", "acquired_at": stale})
+    read = MlflowClient.get_registered_model
+
+    def read_then_taken_again(self, name):
+        found = read(self, name)
+        if name == lock and found.tags.get("holder") == "crashed":
+            monkeypatch.setattr(MlflowClient, "get_registered_model", read)  # once (delete reads too)
+            client.delete_registered_model(lock)
+            client.create_registered_model(lock, tags={"holder": "live", "acquired_at": str(time.time())})
+        return found
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", read_then_taken_again)
+    strict = make_config(cfg.outputs.parent, **{"promotion.lock_timeout_seconds": 0.5})
+    with pytest.raises(registry.PromotionLockTimeout):
+        with registry.promotion_lock(client, strict):
+            pass
+    assert read(client, lock).tags["holder"] == "live"

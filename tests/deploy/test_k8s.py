@@ -237,7 +237,7 @@ def _make(*args: str) -> subprocess.CompletedProcess:
 def test_ci_k8s_manifests_renders_production_with_the_champion_images_and_leaves_the_checkout_alone(
     tmp_path: Path,
 ) -> None:
-    """The release and rollback jobs: ci-retag-champion writes the digests champion points at, this renders
+    """The release and rollback jobs: ci-champion-images writes the digests champion points at, this renders
     the production overlay with them into the outputs (the artifact a deploy tool applies)."""
     refs, out = tmp_path / "champion-images.txt", tmp_path / "outputs"
     serving = "ghcr.io/acme/mlgate-serving@sha256:" + "c" * 64

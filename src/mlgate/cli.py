@@ -342,6 +342,17 @@ def result_cmd(ctx: click.Context, step: str, field: str) -> None:
 # --- serving commands (issue 8) ---
 
 
+def _trust_configured_types(ctx: click.Context) -> None:
+    """The config's ``estimator.trusted_types`` (when a config file is there) reach every model load of this
+    command and of the processes it starts (shadow, registry helper, batch workers) through
+    ``MLGATE_TRUSTED_TYPES``; without a config file (the images) that variable alone adds types."""
+    from mlgate.trust import TRUSTED_TYPES_ENV, extra_types
+
+    if os.path.isfile(ctx.obj["config_path"]):
+        cfg = load_config(ctx.obj["config_path"], import_estimator=False)
+        os.environ[TRUSTED_TYPES_ENV] = ",".join(sorted(extra_types(cfg.estimator.trusted_types)))
+
+
 def _champion_uri(ctx: click.Context) -> str:
     cfg = load_config(ctx.obj["config_path"], import_estimator=False)  # serving never fits
     return f"models:/{cfg.model_name}@{cfg.promotion.aliases.champion}"
@@ -387,6 +398,7 @@ def serve_cmd(ctx: click.Context, model: str | None, **options: Any) -> None:
     from mlgate.serving.server import serve
     from mlgate.serving.settings import ServingSettings
 
+    _trust_configured_types(ctx)
     given = {"model": model or _champion_uri(ctx), **options}
     try:
         serve(ServingSettings(**{k: v for k, v in given.items() if v is not None}))
@@ -521,6 +533,8 @@ def score_cmd(
         cfg = load_config(ctx.obj["config_path"], import_estimator=False)  # scoring never fits
     elif model_uri is None:
         raise click.UsageError(f"no config file {ctx.obj['config_path']}: pass --model")
+    if cfg is not None:
+        _trust_configured_types(ctx)
     if model_uri is None:
         model_uri = f"models:/{cfg.model_name}@{cfg.promotion.aliases.champion}"
     if drift_threshold is None:

@@ -125,6 +125,9 @@ class EstimatorConfig(_Strict):
 
     class_path: str = Field(alias="class")
     params: dict[str, Any] = Field(default_factory=dict)
+    # types a model of this estimator needs beyond mlgate's allow-list (mlgate.trust), e.g. another library's
+    # tree class: loading a model trusts their code
+    trusted_types: tuple[str, ...] = ()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

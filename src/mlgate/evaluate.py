@@ -29,7 +29,7 @@ from mlgate.config import PipelineConfig
 from mlgate.evidence import Scored, paired_bootstrap, slice_metrics
 from mlgate.gate import decide
 from mlgate.io import read_step_result, read_table, staged, write_json, write_text
-from mlgate.models import allow_model_loading, champion_version
+from mlgate.models import allow_model_loading, champion_version, check_model_uri
 from mlgate.report import render_report
 from mlgate.tracking import TAG_PREFIX, step_run
 
@@ -252,6 +252,7 @@ def _evaluate_champion(
             )
             return _Evaluated(_scalar_metrics(manifest["metrics"]), scored), folder
     uri = f"models:/{cfg.model_name}/{champion.version}"
+    check_model_uri(uri, cfg.estimator.trusted_types)
     result = _mlflow_evaluate(uri, test, cfg, CHAMPION_PREFIX)
     scored = _scored(mlflow.sklearn.load_model(uri), test, cfg)
     folder = None if key is None else _keep(cfg, key, result, CHAMPION_PREFIX, scored)
@@ -368,6 +369,7 @@ def evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     with allow_model_loading(), step_run(cfg, "evaluate") as run:
         mlflow.set_tag(f"{TAG_PREFIX}candidate_run_id", trained["run_id"])
         # Loaded once: MLflow evaluates this object (the same model ID as the URI) and we predict with it.
+        check_model_uri(trained["model_uri"], cfg.estimator.trusted_types)
         candidate = mlflow.pyfunc.load_model(trained["model_uri"])
         result = _mlflow_evaluate(candidate, test, cfg, "")
         candidate_metrics = _scalar_metrics(result.metrics)

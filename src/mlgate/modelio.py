@@ -1,9 +1,8 @@
 """Reading a local MLflow scikit-learn model folder without importing MLflow: its MLmodel metadata, its input
 signature, where it came from, and the pipeline itself. Used by the serving app and by the batch workers.
 
-A skops model loads with the types its MLmodel file lists as trusted (the allow-list MLflow itself would pass
-to skops); any other serialization goes through ``mlflow.sklearn`` under the explicit trust decision of
-:func:`mlgate.models.allow_model_loading`.
+A model loads only from a skops file whose types are all in mlgate's allow-list (:mod:`mlgate.trust`: checked
+against the file itself, never the list its MLmodel file declares); any other serialization is refused.
 """
 
 from __future__ import annotations
@@ -103,28 +102,27 @@ def folder_identity(folder: str | Path) -> dict[str, Any]:
     }
 
 
-def load_pipeline(folder: str | Path, mlmodel: dict[str, Any] | None = None) -> Any:
-    """The scikit-learn pipeline of a local model folder; skops models load without importing MLflow.
+def load_pipeline(
+    folder: str | Path, mlmodel: dict[str, Any] | None = None, trusted_types: tuple[str, ...] = ()
+) -> Any:
+    """The scikit-learn pipeline of a local model folder, from its skops file, without importing MLflow.
+
+    Args:
+        trusted_types: types the model's owners added to the allow-list (the config's
+            ``estimator.trusted_types``); ``MLGATE_TRUSTED_TYPES`` adds more.
 
     Raises:
         ModelLoadError: the folder is not a scikit-learn model, or the loaded object cannot predict.
+        UntrustedModelError: the model is not a skops file, or would build a type outside the allow-list.
     """
+    import skops.io
+
+    from mlgate.trust import check_model_folder, extra_types
+
     folder = Path(folder)
     mlmodel = read_mlmodel(folder) if mlmodel is None else mlmodel
-    flavor = mlmodel["flavors"]["sklearn"]
-    if flavor.get("serialization_format") == "skops":
-        import skops.io
-
-        pipeline = skops.io.load(
-            folder / flavor["pickled_model"], trusted=list(flavor.get("skops_trusted_types") or [])
-        )
-    else:
-        import mlflow.sklearn
-
-        from mlgate.models import allow_model_loading
-
-        with allow_model_loading():
-            pipeline = mlflow.sklearn.load_model(str(folder))
+    path, types = check_model_folder(folder, mlmodel, extra_types(trusted_types))
+    pipeline = skops.io.load(path, trusted=types)
     if not hasattr(pipeline, "predict"):
         raise ModelLoadError(f"{folder}: the loaded object has no predict()")
     return pipeline

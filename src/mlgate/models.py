@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from mlflow import MlflowClient
@@ -13,8 +13,27 @@ from mlflow.exceptions import MlflowException
 from mlgate.config import PipelineConfig
 
 # MLflow refuses to deserialize any model (skops included) unless this is set: loading runs code from the
-# artifact. mlgate loads only models from the team's own registry, which training wrote with an allow-list.
+# artifact. mlgate sets it only around loads of models it checked first (check_model_uri).
 ALLOW_LOADING_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+
+def check_model_uri(uri: str, trusted_types: Iterable[str] = ()) -> None:
+    """Refuse a model (by URI) before MLflow loads it: its skops file must need only types in the allow-list
+    (mlgate.trust), read from the file itself; a model that is not a skops file is refused.
+
+    Raises:
+        UntrustedModelError: naming the types, or the serialization.
+    """
+    import tempfile
+
+    import mlflow
+
+    from mlgate.modelio import read_mlmodel
+    from mlgate.trust import check_model_folder, extra_types
+
+    with tempfile.TemporaryDirectory(prefix="mlgate-check-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        check_model_folder(local, read_mlmodel(local), extra_types(trusted_types))
 
 
 @contextmanager

@@ -24,14 +24,13 @@ from mlgate.features import build_pipeline, reference_stats
 from mlgate.io import read_step_result, read_table, write_json, write_table
 from mlgate.runtime import ONNX, ONNX_FILE, PARITY_FILE, SKLEARN
 from mlgate.tracking import TAG_PREFIX, git_commit, step_run
+from mlgate.trust import check_types
 from mlgate.validate import validated_dataset
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME_IN_RUN = "model"
 REFERENCE_ARTIFACT = "reference/reference_stats.json"
-# skops refuses to load types it does not know; we trust exactly the numeric and scikit-learn stack.
-TRUSTED_MODULE_PREFIXES = ("numpy.", "scipy.", "sklearn.")
 # What a logged model needs to load and predict, pinned to the installed versions (see model_requirements).
 MODEL_DISTRIBUTIONS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "skops")
 KNOWN_DISTRIBUTIONS = {"sklearn": ["scikit-learn"]}  # an estimator's top-level module -> its distribution
@@ -50,20 +49,15 @@ def model_requirements(class_path: str) -> tuple[str, ...]:
     return tuple(sorted(f"{n}=={importlib.metadata.version(n)}" for n in names))
 
 
-def trusted_types(model: Pipeline) -> list[str]:
-    """The types skops must be told to trust to load ``model``.
+def trusted_types(model: Pipeline, extra: tuple[str, ...] = ()) -> list[str]:
+    """The types skops must be told to trust to load ``model``, each in the allow-list every load checks
+    (mlgate.trust): a model that could not be loaded back is refused at training.
 
     Raises:
-        ValueError: the model holds a type from outside numpy, scipy and scikit-learn.
+        UntrustedModelError: the model holds a type outside the allow-list and the config's additions.
     """
     found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    foreign = [t for t in found if not t.startswith(TRUSTED_MODULE_PREFIXES)]
-    if foreign:
-        raise ValueError(
-            f"the model contains types mlgate does not trust for skops serialization: {foreign}; "
-            f"only {', '.join(p.rstrip('.') for p in TRUSTED_MODULE_PREFIXES)} types are allowed"
-        )
-    return found
+    return check_types(found, extra, f"a {type(model).__name__} of this estimator")
 
 
 def _flat_params(cfg: PipelineConfig) -> dict[str, Any]:
@@ -178,7 +172,7 @@ def train(cfg: PipelineConfig, data_path: str | None = None) -> dict[str, Any]:
             input_example=X_train.head(5),
             serialization_format="skops",
             pip_requirements=list(model_requirements(cfg.estimator.class_path)),
-            skops_trusted_types=trusted_types(model),
+            skops_trusted_types=trusted_types(model, cfg.estimator.trusted_types),
             metadata={
                 "mlgate": {
                     "target": target,

@@ -141,15 +141,17 @@ def test_sticky_comment_removes_duplicates_left_by_a_race() -> None:
 
 _LAST_STATE = """
 const own = { full_name: 'o/r' }, fork = { full_name: 'someone/r-fork' };
-const run = (id, event, day, head = own) => ({ id, name: 'w', event, head_branch: 'main', head_repository: head,
-  run_started_at: new Date(Date.now() - (10 - day) * 86400000).toISOString(),  // `day` 10 is today
-  conclusion: id % 2 ? 'success' : 'failure' });
+const run = (id, event, day, head = own) => ({ id, name: 'w', event, head_branch: 'main',
+  head_repository: head, conclusion: id % 2 ? 'success' : 'failure',
+  run_started_at: new Date(Date.now() - (10 - day) * 86400000).toISOString() });  // `day` 10 is today
 const runs = RUNS;
 const artifacts = ARTIFACTS;
 const asked = [], said = [];
 const github = { rest: { actions: {
-  listWorkflowRuns: async ({ workflow_id, status, branch, page }) => { asked.push([workflow_id, status, branch]);
-    return { data: { workflow_runs: page === 1 ? runs[workflow_id] || [] : [] } }; },
+  listWorkflowRuns: async ({ workflow_id, status, branch, page }) => {
+    asked.push([workflow_id, status, branch]);
+    return { data: { workflow_runs: page === 1 ? runs[workflow_id] || [] : [] } };
+  },
   listWorkflowRunArtifacts: async ({ run_id }) => ({ data: { artifacts: (artifacts[run_id] || []).map(
     (expired) => ({ name: 'mlflow-state', expired, created_at: '2026-01-01T00:00:00Z' })) } }),
 } } };
@@ -167,7 +169,8 @@ const context = { repo: { owner: 'o', repo: 'r' }, payload: { repository: { defa
 
 def _last_state(runs: str, artifacts: str, required: bool = True) -> dict:
     harness = _LAST_STATE.replace("RUNS", runs).replace("ARTIFACTS", artifacts)
-    return _node("last-state.js", harness.replace("REQUIRED", json.dumps(required)))  # type: ignore[return-value]
+    harness = harness.replace("REQUIRED", json.dumps(required))
+    return _node("last-state.js", harness)  # type: ignore[return-value]
 
 
 def test_last_state_takes_this_repositorys_own_newest_state_never_a_pull_requests() -> None:
@@ -179,7 +182,9 @@ def test_last_state_takes_this_repositorys_own_newest_state_never_a_pull_request
                    run(7, 'pull_request', 7), run(8, 'push', 8)],
   'rollback.yml': [run(2, 'workflow_dispatch', 2), run(4, 'workflow_dispatch', 4)],
 }"""
-    out = _last_state(runs, "{1: [false], 2: [false], 3: [false], 4: [false], 5: [false], 7: [false], 8: [true]}")
+    out = _last_state(
+        runs, "{1: [false], 2: [false], 3: [false], 4: [false], 5: [false], 7: [false], 8: [true]}"
+    )
     assert out["outputs"] == {"run-id": "4"}, out
     assert all(status == "completed" and branch == "main" for _, status, branch in out["asked"])
 
@@ -197,7 +202,9 @@ def test_last_state_starts_empty_only_when_no_state_was_ever_saved() -> None:
 
 
 def test_a_lost_state_fails_loudly_with_the_way_to_recover_and_never_starts_empty() -> None:
-    out = _last_state("{'pipeline.yml': [run(1, 'push', 1), run(3, 'schedule', 3)]}", "{1: [true], 3: [true]}")
+    out = _last_state(
+        "{'pipeline.yml': [run(1, 'push', 1), run(3, 'schedule', 3)]}", "{1: [true], 3: [true]}"
+    )
     assert out["outputs"] == {} and out["error"], out
     assert "run 3 saved it on" in out["error"] and "has expired" in out["error"]
     assert "reset-registry" in out["error"] and "Nothing was started from an empty registry" in out["error"]

@@ -22,6 +22,7 @@ from mlgate.config import (
     REGRESSION,
     TASK_AUTO,
     DriftConfig,
+    PipelineConfig,
     load_config,
 )
 from mlgate.errors import EXIT_DRIFT, EXIT_EMPTY, EXIT_ERROR, EXIT_REJECTED, describe_error
@@ -342,19 +343,16 @@ def result_cmd(ctx: click.Context, step: str, field: str) -> None:
 # --- serving commands (issue 8) ---
 
 
-def _trust_configured_types(ctx: click.Context) -> None:
-    """The config's ``estimator.trusted_types`` (when a config file is there) reach every model load of this
-    command and of the processes it starts (shadow, registry helper, batch workers) through
-    ``MLGATE_TRUSTED_TYPES``; without a config file (the images) that variable alone adds types."""
+def _trust_configured_types(cfg: PipelineConfig) -> None:
+    """The config's ``estimator.trusted_types`` reach every model load of this command and of the processes
+    it starts (shadow, registry helper, batch workers) through ``MLGATE_TRUSTED_TYPES``; without a config file
+    (the images) that variable alone adds types."""
     from mlgate.trust import TRUSTED_TYPES_ENV, extra_types
 
-    if os.path.isfile(ctx.obj["config_path"]):
-        cfg = load_config(ctx.obj["config_path"], import_estimator=False)
-        os.environ[TRUSTED_TYPES_ENV] = ",".join(sorted(extra_types(cfg.estimator.trusted_types)))
+    os.environ[TRUSTED_TYPES_ENV] = ",".join(sorted(extra_types(cfg.estimator.trusted_types)))
 
 
-def _champion_uri(ctx: click.Context) -> str:
-    cfg = load_config(ctx.obj["config_path"], import_estimator=False)  # serving never fits
+def _champion_uri(cfg: PipelineConfig) -> str:
     return f"models:/{cfg.model_name}@{cfg.promotion.aliases.champion}"
 
 
@@ -398,8 +396,11 @@ def serve_cmd(ctx: click.Context, model: str | None, **options: Any) -> None:
     from mlgate.serving.server import serve
     from mlgate.serving.settings import ServingSettings
 
-    _trust_configured_types(ctx)
-    given = {"model": model or _champion_uri(ctx), **options}
+    cfg = None
+    if os.path.isfile(ctx.obj["config_path"]) or model is None:
+        cfg = load_config(ctx.obj["config_path"], import_estimator=False)  # serving never fits
+        _trust_configured_types(cfg)
+    given = {"model": model or _champion_uri(cfg), **options}
     try:
         serve(ServingSettings(**{k: v for k, v in given.items() if v is not None}))
     except (ValueError, OSError, RuntimeError) as exc:  # the image has no MLflow to describe errors with
@@ -438,7 +439,8 @@ def model_bundle_cmd(ctx: click.Context, model: str | None, dest: str) -> None:
     """Download a registered model into a folder for the serving image to bake in."""
     from mlgate.bundle import model_bundle
 
-    click.echo(json.dumps(model_bundle(model or _champion_uri(ctx), dest), sort_keys=True))
+    uri = model or _champion_uri(load_config(ctx.obj["config_path"], import_estimator=False))
+    click.echo(json.dumps(model_bundle(uri, dest), sort_keys=True))
 
 
 # --- batch commands (issue 9) ---
@@ -534,9 +536,9 @@ def score_cmd(
     elif model_uri is None:
         raise click.UsageError(f"no config file {ctx.obj['config_path']}: pass --model")
     if cfg is not None:
-        _trust_configured_types(ctx)
+        _trust_configured_types(cfg)
     if model_uri is None:
-        model_uri = f"models:/{cfg.model_name}@{cfg.promotion.aliases.champion}"
+        model_uri = _champion_uri(cfg)
     if drift_threshold is None:
         drift_threshold = (cfg.drift if cfg else DriftConfig()).psi_threshold
     summary = score(
@@ -730,10 +732,8 @@ def release_reconcile_cmd(ctx: click.Context, registry: str, repository: str, re
 
     from mlgate.release import reconcile
 
-    cfg = _config(ctx)
     names = _image_names(registry, repository)
-    alias = cfg.promotion.aliases.champion
-    click.echo(reconcile(MlflowClient(), cfg.model_name, alias, names, Path(refs_path)))
+    click.echo(reconcile(MlflowClient(), _config(ctx), names, Path(refs_path)))
 
 
 def main() -> None:

@@ -18,9 +18,12 @@ import re
 import subprocess  # nosec B404 - runs the docker CLI with fixed arguments
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlgate.io import write_text
+
+if TYPE_CHECKING:
+    from mlgate.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -265,20 +268,17 @@ def move_champion_tags(images: list[Image], refs_path: Path) -> None:
     write_champion_refs(images, refs_path)
 
 
-def champion_version(client: Any, model_name: str, alias: str) -> str | None:
-    from mlgate.models import version_by_alias
-
-    mv = version_by_alias(client, model_name, alias)
-    return None if mv is None else str(mv.version)
-
-
-def reconcile(client: Any, model_name: str, alias: str, names: dict[str, str], refs_path: Path) -> str:
+def reconcile(client: Any, cfg: PipelineConfig, names: dict[str, str], refs_path: Path) -> str:
     """Make the images' ``champion`` tag name the champion alias's images (after a release or rollback that
     failed, was cancelled or timed out between the tag and the alias). Returns what was done, in a line."""
-    version = champion_version(client, model_name, alias)
-    if version is None:
-        return f"{model_name} has no {alias!r}: the images' {CHAMPION_TAG} tag is left as it is"
-    images = recorded_images(client, model_name, version, names)
+    from mlgate.models import champion_version
+
+    champion = champion_version(cfg, client)
+    if champion is None:
+        alias = cfg.promotion.aliases.champion
+        return f"{cfg.model_name} has no {alias!r}: the images' {CHAMPION_TAG} tag is left as it is"
+    version = str(champion.version)
+    images = recorded_images(client, cfg.model_name, version, names)
     stale = [i for i in images if resolve(f"{i.name}:{CHAMPION_TAG}") != i.digest]
     for image in stale:
         verify(image)

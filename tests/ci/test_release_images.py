@@ -113,11 +113,11 @@ def test_publish_champion_verify_and_reconcile_against_a_real_registry(
     serving = "owner/repo-serving"
     assert registry.tags(serving)["champion"] == published["2"][0].digest
 
-    said = rel.reconcile(client, cfg.model_name, "champion", names, refs)
+    said = rel.reconcile(client, cfg, names, refs)
     assert said == "moved serving champion back to version 1, the alias's"
     for image in published["1"]:
         assert registry.tags(f"owner/repo-{image.kind}")["champion"] == image.digest
-    assert "as the alias does" in rel.reconcile(client, cfg.model_name, "champion", names, refs)
+    assert "as the alias does" in rel.reconcile(client, cfg, names, refs)
 
     # a rollback to 2 takes the digests recorded on version 2 (else v2's), and a moved v2 tag is refused
     assert rel.recorded_images(client, cfg.model_name, "2", names) == published["2"]

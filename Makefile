@@ -7,11 +7,15 @@ BIN := $(VENV)/bin
 MLGATE := $(BIN)/mlgate
 CONFIG ?= config/pipeline.yaml
 PYTEST_ARGS ?=
+# make test's pytest-xdist workers: the season of emulated runs takes one, the rest of the suite the others
+# (tests/conftest.py keeps the tests that share a server in one worker). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 3
+TIER ?= unit
 # Commands run by make (and `mlflow run`, which calls `python`) find the virtualenv's tools first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-runtime lint test test-fast pipeline validate train evaluate register promote promote-dry-run \
+.PHONY: help install install-runtime lint test test-fast test-tier pipeline validate train evaluate register promote promote-dry-run \
 	rollback mlflow-run clean
 
 help: ## List the targets
@@ -36,11 +40,14 @@ install-runtime: $(VENV)/.runtime ## Create .venv and install only what the pipe
 lint: install ## Run every pre-commit hook on all files
 	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
-test: install ## The whole test suite (units, data, model, stack, images, Spark) with coverage
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: install ## Every test, every tier (unit, integration, images, workflows, spark) side by side, with coverage
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-test-fast: install ## The quick inner loop: everything not marked slow
-	$(BIN)/pytest -m "not slow" --no-cov $(PYTEST_ARGS)
+test-fast: install ## The quick inner loop: the unit tier
+	$(BIN)/pytest -m unit --no-cov $(PYTEST_ARGS)
+
+test-tier: install ## One tier: TIER=unit|integration|images|workflows|spark (or an -m expression: TIER="images or spark")
+	$(BIN)/pytest -m "$(TIER)" -n $(TEST_WORKERS) --dist loadgroup --no-cov $(PYTEST_ARGS)
 
 pipeline: install-runtime ## Run validate -> train -> evaluate -> register -> promote on the default data
 	$(MLGATE) --config $(CONFIG) run

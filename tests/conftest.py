@@ -18,6 +18,41 @@ DEFAULT_CONFIG = REPO / "config" / "pipeline.yaml"
 PENGUINS = REPO / "data" / "penguins.csv"
 
 
+TIERS = ("unit", "integration", "images", "workflows", "spark")
+# Tests that share a session-scoped server or cluster run in one pytest-xdist worker (make test: --dist
+# loadgroup), so each is started once; the workflows group also shares the runner image and the stand-ins.
+SHARED = {"emulator": "workflows", "spark_cluster": "spark", "registry": "registry"}
+
+
+def tier(item: pytest.Item) -> str:
+    """A test's tier, by what it needs: the emulator (workflows), a Spark cluster, the container engine
+    (images), real servers (integration: the tests marked slow), or nothing of these (unit)."""
+    names = set(getattr(item, "fixturenames", ()))
+    if "emulator" in names:
+        return "workflows"
+    if "spark_cluster" in names:
+        return "spark"
+    if item.get_closest_marker("container"):
+        return "images"
+    if item.get_closest_marker("slow"):
+        return "integration"
+    return "unit"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets its tier's marker (`-m unit`, `-m "images or workflows"`) and, when it shares a session
+    server with others, their xdist group; the longest group (the season) is put first, so that a worker
+    starts it at once and the others take the rest of the suite around it."""
+    for item in items:
+        item.add_marker(tier(item))
+        names = set(getattr(item, "fixturenames", ()))
+        shared = [group for fixture, group in SHARED.items() if fixture in names]
+        if shared and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+    items.sort(key=lambda item: tier(item) != "workflows")
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip a test whose prerequisite is missing, except in CI (MLGATE_REQUIRE_ALL=1), where it fails."""
     if condition:

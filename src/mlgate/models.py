@@ -11,6 +11,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mlgate.config import PipelineConfig
+from mlgate.registry_rest import NOT_FOUND_CODES
 
 # MLflow refuses to deserialize any model (skops included) unless this is set: loading runs code from the
 # artifact. mlgate sets it only around loads of models it checked first (check_model_uri).
@@ -55,7 +56,7 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+        if exc.error_code in NOT_FOUND_CODES:
             return None
         raise
 

@@ -67,6 +67,7 @@ RUNS_ON = "ubuntu-24.04"
 WORKSPACE = Path(tempfile.gettempdir()) / "mlgate-act" / "workspace"  # the snapshot act copies into each job
 # The host's own pip cache (the one `make install` filled): the venv image's build and the jobs reuse it.
 PIP_CACHE = Path(os.environ.get("PIP_CACHE_DIR") or Path.home() / ".cache" / "pip")
+UV_CACHE = Path(os.environ.get("UV_CACHE_DIR") or Path.home() / ".cache" / "uv")
 
 # owner/repo of a third-party action -> its stand-in under standins/actions/
 ACTIONS = {
@@ -82,12 +83,13 @@ ACTIONS = {
 }
 
 # Jobs the emulator does not run, with the exact reason (tests assert this list; docs quote it).
-UNRUNNABLE: dict[tuple[str, str], str] = {
-    ("ci.yml", "test"): (
-        "runs `make test`, the suite this emulator is part of: running it under act would run the emulated "
-        "jobs again inside themselves (recursion), and the suite alone takes ~14 of the 40 minutes"
-    ),
-}
+# A dry run (which runs no step) keeps them: it shows when they would run.
+_SUITE = (
+    "runs `make test-tier`, tiers of the suite this emulator is part of: the workflows tier under act would "
+    "run the emulated jobs again inside themselves (recursion), and the other tiers are the suite's own "
+    "tests run in a container instead of here"
+)
+UNRUNNABLE: dict[tuple[str, str], str] = {("ci.yml", "test"): _SUITE, ("ci.yml", "test-slow"): _SUITE}
 
 # service image repository -> stand-in image folder under standins/images/
 SERVICE_IMAGES = {"postgres": "postgres"}
@@ -122,14 +124,16 @@ def repository_payload(full_name: str = REPOSITORY) -> dict[str, Any]:
     }
 
 
-def pull_request(number: int, head_repo: str, sha: str) -> dict[str, Any]:
-    """A pull_request `synchronize` event; head_repo == REPOSITORY is a same-repository PR, else a fork."""
+def pull_request(number: int, head_repo: str, sha: str, labels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A pull_request `synchronize` event (`labeled` when labels are given); head_repo == REPOSITORY is a
+    same-repository PR, else a fork."""
     return {
-        "action": "synchronize",
+        "action": "labeled" if labels else "synchronize",
         "number": number,
         "pull_request": {
             "number": number,
             "title": "emulated pull request",
+            "labels": [{"name": name} for name in labels],
             "head": {"ref": "feature", "sha": sha, "repo": repository_payload(head_repo)},
             "base": {"ref": "main", "sha": sha, "repo": repository_payload()},
         },
@@ -361,21 +365,22 @@ def _subst(node: Any) -> Any:
 
 
 def rewrite_workflow(
-    src: Path, dest: Path, service_images: dict[str, str], drop_services: bool = False
+    src: Path, dest: Path, service_images: dict[str, str], dryrun: bool = False
 ) -> tuple[dict, dict[str, str]]:
     """A copy of the workflow for act: unrunnable jobs removed, service images replaced by stand-ins, and in
     jobs with services `job.services.<id>.id|network` given by a first step (SERVICE_CONTEXT_STEP).
 
-    drop_services: for act's --dryrun, which panics on service containers (act 0.2.89: nil pointer in
-    GetHealth) and runs nothing anyway.
+    dryrun: for act's --dryrun, which runs nothing: the unrunnable jobs stay (their `if:` is evaluated like
+    any other's), and services are dropped (act 0.2.89 panics on service containers in a dry run: nil
+    pointer in GetHealth).
     Returns the rewritten workflow and {original image: stand-in} for each service image replaced.
     """
     wf = load_yaml(src)
-    skipped = unrunnable_jobs(src.name, wf)
+    skipped = {} if dryrun else unrunnable_jobs(src.name, wf)
     for job_id in skipped:
         del wf["jobs"][job_id]
     replaced = {}
-    if drop_services:
+    if dryrun:
         for job in wf["jobs"].values():
             job.pop("services", None)
     for job in wf["jobs"].values():
@@ -476,14 +481,19 @@ def _stable(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def build_venv_image(runner: str, workspace: Path) -> str:
     """The runner image plus the .venv that `make install` makes at the workspace's path (see its Dockerfile),
-    cached by the runner image, pyproject.toml and the install recipe (`make -n install`). Built with podman
-    so that the build reuses the pip cache folder."""
+    cached by the runner image, pyproject.toml, the lock (uv.lock, requirements/) and the install recipe
+    (`make -n install`). Built with podman so that the build reuses the host's pip and uv cache folders."""
     recipe = subprocess.run(  # nosec B603 B607
         ["make", "-n", "install"], cwd=workspace, capture_output=True, text=True, check=True
     ).stdout
     digest = hashlib.sha256()
+    locked = [
+        p for p in (workspace / "uv.lock", *sorted((workspace / "requirements").glob("*"))) if p.is_file()
+    ]
     for part in (runner, str(workspace), (workspace / "pyproject.toml").read_text(), recipe):
         digest.update(part.encode() + b"\0")
+    for path in locked:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     dockerfile = STANDINS / "images" / "venv" / "Dockerfile"
     digest.update(dockerfile.read_bytes())
     tag = f"mlgate-act-venv:{digest.hexdigest()[:12]}"
@@ -494,11 +504,15 @@ def build_venv_image(runner: str, workspace: Path) -> str:
     ctx.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md", "Makefile"):
         shutil.copy2(workspace / name, ctx / name)
+    for path in locked:
+        (ctx / path.relative_to(workspace)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, ctx / path.relative_to(workspace))
     shutil.copytree(workspace / "src", ctx / "src")
     shutil.copy2(dockerfile, ctx / "Dockerfile")
     res = subprocess.run(  # nosec B603 B607
         ["podman", "build", "-t", tag, "--build-arg", f"RUNNER={runner}",
-         "--build-arg", f"WORKSPACE={workspace}", "-v", f"{PIP_CACHE}:/root/.cache/pip", str(ctx)],
+         "--build-arg", f"WORKSPACE={workspace}", "-v", f"{PIP_CACHE}:/root/.cache/pip",
+         "-v", f"{UV_CACHE}:/root/.cache/uv", str(ctx)],
         capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     shutil.rmtree(ctx, ignore_errors=True)
@@ -622,6 +636,7 @@ class Emulator:
             d.mkdir(parents=True, exist_ok=True)
         self.tmp.chmod(0o1777)
         PIP_CACHE.mkdir(parents=True, exist_ok=True)
+        UV_CACHE.mkdir(parents=True, exist_ok=True)
         (CACHE / "actions-cache").mkdir(parents=True, exist_ok=True)
         # One fixed workspace path (the job containers see it at the same path), so that the runner image can
         # carry the .venv that `make install` makes there; sessions take turns (a lock).
@@ -720,7 +735,7 @@ class Emulator:
         run_id = self.next_run_id = self.next_run_id + 1
         src = self.workspace / ".github" / "workflows" / case.workflow
         copy = self.root / "workflows" / f"{run_id}-{case.workflow}"
-        wf, _ = rewrite_workflow(src, copy, self.service_images, drop_services=dryrun)
+        wf, _ = rewrite_workflow(src, copy, self.service_images, dryrun=dryrun)
         planned = [(job_id, job.get("name", job_id)) for job_id, job in wf["jobs"].items()]
         payload = _replace(case.payload, "HEAD", self.sha)
         event = {**payload, "repository": repository_payload(self.repository), "sender": {"login": ACTOR}}

@@ -59,8 +59,8 @@ def _ok(result: em.RunResult, expected: dict[str, str]) -> None:
 
 
 def test_the_jobs_the_emulator_does_not_run_are_listed_with_their_reason() -> None:
-    assert set(em.UNRUNNABLE) == {("ci.yml", "test")}
-    assert "recursion" in em.UNRUNNABLE[("ci.yml", "test")]
+    assert set(em.UNRUNNABLE) == {("ci.yml", "test"), ("ci.yml", "test-slow")}
+    assert all("recursion" in why for why in em.UNRUNNABLE.values())
     for workflow, job in em.UNRUNNABLE:
         wf = em.load_yaml(em.REPO / ".github" / "workflows" / workflow)
         assert job in wf["jobs"], f"{workflow}: no job {job} any more: drop it from UNRUNNABLE"
@@ -87,6 +87,8 @@ def test_the_workflow_copy_drops_unrunnable_jobs_and_replaces_service_images(tmp
     )
     wf, replaced = em.rewrite_workflow(src, tmp_path / "copy.yml", {"postgres": "stand-in:1"})
     assert set(wf["jobs"]) == {"db"}  # test (recursion) and the job that needs it
+    planned, _ = em.rewrite_workflow(src, tmp_path / "plan.yml", {"postgres": "stand-in:1"}, dryrun=True)
+    assert set(planned["jobs"]) == {"test", "after", "db"}  # a dry run runs nothing: every job is planned
     assert wf["jobs"]["db"]["services"]["postgres"]["image"] == "stand-in:1"
     assert list(replaced.values()) == ["stand-in:1"]
     # act leaves job.services empty: the emulator's first step fills what the job reads from env
@@ -134,3 +136,38 @@ def test_ci_fork_pull_request_skips_the_comment(emulator: em.Emulator) -> None:
     same = emulator.run(CASES["ci-pr-same-repo"], job="comment", dryrun=True)
     assert same.results() == EXPECTED["ci-pr-same-repo (dry run, job comment)"], same.failure_digest()
     assert emulator.api.calls(path_re=f"/issues/{FORK_PR_NUMBER}/") == []
+
+
+# Which jobs each event runs (act --dryrun: planned, every `if:` evaluated, nothing run). A pull request
+# gets the quick tiers beside lint, smoke and images; the slow tiers run on main, nightly, by hand, and on a
+# pull request labelled full-tests.
+QUICK = {
+    "lint": "success",
+    "smoke": "success",
+    "images (serving)": "success",
+    "images (batch)": "success",
+    "test (unit)": "success",
+    "test (integration)": "success",
+}
+SLOW = {f"test-slow ({tier})": "success" for tier in ("images", "workflows", "spark")}
+NO_SLOW = {f"test-slow ({tier})": "skipped" for tier in ("images", "workflows", "spark")}
+PLANS = {
+    "pull request": (em.pull_request(PR_NUMBER, em.REPOSITORY, "HEAD"), "pull_request", "feature",
+                     {**QUICK, **NO_SLOW, "comment": "success"}),
+    "pull request labelled full-tests": (
+        em.pull_request(PR_NUMBER, em.REPOSITORY, "HEAD", labels=("full-tests",)), "pull_request", "feature",
+        {**QUICK, **SLOW, "comment": "success"}),
+    "push to main": (em.push("HEAD"), "push", "main", {**QUICK, **SLOW, "comment": "skipped"}),
+    "nightly": (em.schedule("41 2 * * *"), "schedule", "main", {**QUICK, **SLOW, "comment": "skipped"}),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.container
+@pytest.mark.parametrize("event", list(PLANS))
+def test_ci_runs_the_quick_tiers_on_pull_requests_and_the_slow_ones_on_main(
+    emulator: em.Emulator, event: str
+) -> None:
+    payload, kind, branch, expected = PLANS[event]
+    plan = emulator.run(em.Case(f"ci plan: {event}", "ci.yml", kind, payload, branch=branch), dryrun=True)
+    assert plan.results() == expected, plan.failure_digest()

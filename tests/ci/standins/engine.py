@@ -47,6 +47,7 @@ class EngineProxy:
         self.hits = 0
         self.forwarded: list[tuple[str, float]] = []  # (request line, seconds to the end of its answer)
         self._volumes: dict[str, list[tuple[str, str]]] = {}  # container -> (destination, host folder)
+        self._handlers: set[asyncio.Task] = set()  # asyncio holds tasks weakly: a pending one must be held
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True, name="engine-proxy")
@@ -82,6 +83,10 @@ class EngineProxy:
             self._loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):

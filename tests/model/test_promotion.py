@@ -129,6 +129,10 @@ def test_rollback_restores_previous_champion_with_audit(cfg, store):
         "rollback",
         "rollback",
     ]
+    # a version that does not exist: refused, naming it; nothing moves, nothing is recorded
+    result = cli_run(cfg, store, "rollback", "--version", "99")
+    assert result.exit_code == 1 and "99" in result.output, result.output
+    assert champion(cfg) == "2" and len(audit_trail(MlflowClient(), cfg.model_name)) == 4
 
 
 def test_rollback_without_history_fails_clearly(cfg, store):

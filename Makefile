@@ -11,11 +11,25 @@ PYTEST_ARGS ?=
 # (tests/conftest.py keeps the tests that share a server in one worker). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 3
 TIER ?= unit
+# uv installs from uv.lock, the one list of versions with their hashes (docs/dependencies.md). It uses the
+# system's certificates (a proxy's CA), never downloads a Python, and works on $(VENV) whatever is activated.
+UV = UV_SYSTEM_CERTS=1 UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="$(abspath $(VENV))" $(BIN)/uv
+# Exactly the locked versions, hash-checked; packages already there stay (install-runtime keeps the dev tools).
+# mlgate itself is built with the locked setuptools (group build) instead of an unpinned one in isolation.
+UV_SYNC = $(UV) sync --quiet --frozen --inexact --group build --no-build-isolation-package mlgate
+# The requirement files exported from uv.lock (`make lock`), each <file>:<dependency groups, joined by +>; the
+# images build mlgate with the locked setuptools (group build).
+LOCK_EXPORTS := requirements/bootstrap.txt:bootstrap serving/requirements.txt:serving+build \
+	serving/requirements-onnx.txt:serving-onnx+build serving/requirements-mlflow.txt:serving-mlflow \
+	batch/requirements.txt:batch+build stack/requirements.txt:tracking-server
+lock_file = $(firstword $(subst :, ,$(1)))
+lock_export = $(UV) export --frozen --quiet --format requirements-txt --no-emit-project \
+	$(foreach g,$(subst +, ,$(lastword $(subst :, ,$(1)))),--only-group $(g))
 # Commands run by make (and `mlflow run`, which calls `python`) find the virtualenv's tools first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-runtime lint test test-fast test-tier pipeline validate train evaluate register promote promote-dry-run \
+.PHONY: help install install-runtime lock lock-check lint test test-fast test-tier pipeline validate train evaluate register promote promote-dry-run \
 	rollback mlflow-run clean
 
 help: ## List the targets
@@ -23,19 +37,33 @@ help: ## List the targets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $@ $(VENV)/.runtime
-
-$(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# The pinned uv, hash-checked by pip (requirements/bootstrap.txt is exported from uv.lock).
+$(BIN)/uv: requirements/bootstrap.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/bootstrap.txt
 	@touch $@
 
-install: $(VENV)/.installed ## Create .venv and install mlgate with its development tools
+$(VENV)/.installed: pyproject.toml uv.lock | $(BIN)/uv
+	$(UV_SYNC) --extra dev
+	@touch $@ $(VENV)/.runtime
 
-install-runtime: $(VENV)/.runtime ## Create .venv and install only what the pipeline needs
+$(VENV)/.runtime: pyproject.toml uv.lock | $(BIN)/uv
+	$(UV_SYNC)
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv and install mlgate with its development tools, as uv.lock pins them
+
+install-runtime: $(VENV)/.runtime ## Create .venv and install only what the pipeline needs, as uv.lock pins them
+
+lock: | $(BIN)/uv ## After editing pyproject.toml's dependencies: re-resolve uv.lock and export the image requirements from it
+	$(UV) lock
+	@$(foreach e,$(LOCK_EXPORTS),$(call lock_export,$(e)) > $(call lock_file,$(e)) || exit 1;)
+
+lock-check: | $(BIN)/uv ## Fail when uv.lock no longer satisfies pyproject.toml or an exported file differs from it (offline)
+	@$(UV) lock --check --offline || { echo "uv.lock does not satisfy pyproject.toml: run make lock" >&2; exit 1; }
+	@$(foreach e,$(LOCK_EXPORTS),$(call lock_export,$(e)) | diff -q $(call lock_file,$(e)) - >/dev/null || { \
+		echo "$(call lock_file,$(e)) is not what uv.lock gives: run make lock" >&2; exit 1; };)
+	@echo "uv.lock and the files exported from it are up to date"
 
 lint: install ## Run every pre-commit hook on all files
 	$(BIN)/pre-commit run --all-files --show-diff-on-failure

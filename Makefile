@@ -22,6 +22,8 @@ UV_SYNC = $(UV) sync --quiet --frozen --inexact --group build --no-build-isolati
 LOCK_EXPORTS := requirements/bootstrap.txt:bootstrap serving/requirements.txt:serving+build \
 	serving/requirements-onnx.txt:serving-onnx+build serving/requirements-mlflow.txt:serving-mlflow \
 	batch/requirements.txt:batch+build stack/requirements.txt:tracking-server
+# `make lock LOCK_ARGS="--upgrade-package NAME"` moves one locked package, LOCK_ARGS=--upgrade all of them.
+LOCK_ARGS ?=
 lock_file = $(firstword $(subst :, ,$(1)))
 lock_export = $(UV) export --frozen --quiet --format requirements-txt --no-emit-project \
 	$(foreach g,$(subst +, ,$(lastword $(subst :, ,$(1)))),--only-group $(g))
@@ -56,7 +58,7 @@ install: $(VENV)/.installed ## Create .venv and install mlgate with its developm
 install-runtime: $(VENV)/.runtime ## Create .venv and install only what the pipeline needs, as uv.lock pins them
 
 lock: | $(BIN)/uv ## After editing pyproject.toml's dependencies: re-resolve uv.lock and export the image requirements from it
-	$(UV) lock
+	$(UV) lock $(LOCK_ARGS)
 	@$(foreach e,$(LOCK_EXPORTS),$(call lock_export,$(e)) > $(call lock_file,$(e)) || exit 1;)
 
 lock-check: | $(BIN)/uv ## Fail when uv.lock no longer satisfies pyproject.toml or an exported file differs from it (offline)

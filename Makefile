@@ -59,7 +59,8 @@ install-runtime: $(VENV)/.runtime ## Create .venv and install only what the pipe
 
 lock: | $(BIN)/uv ## After editing pyproject.toml's dependencies: re-resolve uv.lock and export the image requirements from it
 	$(UV) lock $(LOCK_ARGS)
-	@$(foreach e,$(LOCK_EXPORTS),$(call lock_export,$(e)) > $(call lock_file,$(e)) || exit 1;)
+	@$(foreach e,$(LOCK_EXPORTS),f=$(call lock_file,$(e)); $(call lock_export,$(e)) > "$$f.new" || exit 1; \
+		if cmp -s "$$f.new" "$$f"; then rm "$$f.new"; else mv "$$f.new" "$$f" && echo "$$f: exported"; fi;)
 
 lock-check: | $(BIN)/uv ## Fail when uv.lock no longer satisfies pyproject.toml or an exported file differs from it (offline)
 	@$(UV) lock --check --offline || { echo "uv.lock does not satisfy pyproject.toml: run make lock" >&2; exit 1; }

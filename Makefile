@@ -75,7 +75,7 @@ test: install ## Every test, every tier (unit, integration, images, workflows, s
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: install ## The quick inner loop: the unit tier
-	$(BIN)/pytest -m unit --no-cov $(PYTEST_ARGS)
+	$(BIN)/pytest -m unit -n $(TEST_WORKERS) --dist loadgroup --no-cov $(PYTEST_ARGS)
 
 test-tier: install ## One tier: TIER=unit|integration|images|workflows|spark (or an -m expression: TIER="images or spark")
 	$(BIN)/pytest -m "$(TIER)" -n $(TEST_WORKERS) --dist loadgroup --no-cov $(PYTEST_ARGS)

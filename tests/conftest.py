@@ -21,12 +21,15 @@ PENGUINS = REPO / "data" / "penguins.csv"
 TIERS = ("unit", "integration", "images", "workflows", "spark")
 # Tests that share a session-scoped server or cluster run in one pytest-xdist worker (make test: --dist
 # loadgroup), so each is started once; the workflows group also shares the runner image and the stand-ins.
-SHARED = {"emulator": "workflows", "spark_cluster": "spark", "registry": "registry"}
+SHARED = {"emulator": "workflows", "spark_cluster": "spark", "registry": "registry", "stack": "stack"}
+# Session servers that make a test an integration test: the tracking stack (PostgreSQL, S3, MLflow) and S3.
+SERVERS = {"stack", "s3_server"}
 
 
 def tier(item: pytest.Item) -> str:
     """A test's tier, by what it needs: the emulator (workflows), a Spark cluster, the container engine
-    (images), real servers (integration: the tests marked slow), or nothing of these (unit)."""
+    (images), real servers (integration: the session's tracking stack or S3, or marked slow: an end-to-end
+    run), or nothing of these (unit)."""
     names = set(getattr(item, "fixturenames", ()))
     if "emulator" in names:
         return "workflows"
@@ -34,7 +37,7 @@ def tier(item: pytest.Item) -> str:
         return "spark"
     if item.get_closest_marker("container"):
         return "images"
-    if item.get_closest_marker("slow"):
+    if item.get_closest_marker("slow") or names & SERVERS:
         return "integration"
     return "unit"
 

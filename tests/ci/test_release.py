@@ -9,6 +9,7 @@ import os
 import subprocess  # nosec B404 - tests run fixed commands
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from mlgate.config import PipelineConfig
@@ -57,6 +58,7 @@ def test_ci_model_version_prints_the_bare_number_of_an_mlflow_bundle(tmp_path: P
     assert res.returncode != 0 and "MODEL_VERSION must be a model version number" in res.stderr
 
 
+@pytest.mark.slow
 def test_rollback_plan_with_an_empty_version_names_the_previous_champion_then_ci_rollback_moves_it(
     cfg: PipelineConfig, store: Path
 ) -> None:
@@ -83,6 +85,7 @@ def test_rollback_plan_with_an_empty_version_names_the_previous_champion_then_ci
     assert audit_trail(client, cfg.model_name)[-1]["reason"] == "the image of 2 misbehaves"
 
 
+@pytest.mark.slow
 def test_an_unchanged_retrain_is_no_release_through_the_real_steps(cfg: PipelineConfig, store: Path) -> None:
     """The Monday schedule on unchanged data, config and commit, as a user runs it: `make pipeline`
     (validate -> train -> evaluate -> register -> promote), then lineage after that validate and again after

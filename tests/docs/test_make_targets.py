@@ -29,17 +29,18 @@ def _dry_run(target: str, venv: Path) -> str:
 @pytest.mark.parametrize("target", RUNTIME_ONLY)
 def test_target_on_a_fresh_machine_installs_the_runtime_set_only(target, tmp_path):
     commands = _dry_run(target, tmp_path / "venv")
-    assert "pip install --quiet -e ." in commands
-    assert "[dev]" not in commands
+    assert "uv sync --quiet --frozen" in commands
+    assert "--extra dev" not in commands
 
 
 @pytest.mark.parametrize("target", RUNTIME_ONLY)
 def test_target_after_make_pipeline_installs_nothing(target, tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "python").touch()
-    marker = venv / ".runtime"
-    marker.touch()
-    later = (REPO / "pyproject.toml").stat().st_mtime + 10
-    os.utime(marker, (later, later))
-    assert "pip install" not in _dry_run(target, venv)
+    inputs = ("pyproject.toml", "uv.lock", "requirements/bootstrap.txt")
+    later = max((REPO / name).stat().st_mtime for name in inputs) + 10
+    for made in (venv / "bin" / "python", venv / "bin" / "uv", venv / ".runtime"):
+        made.touch()
+        os.utime(made, (later, later))
+    commands = _dry_run(target, venv)
+    assert "pip install" not in commands and "uv sync" not in commands

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +21,12 @@ PENGUINS = REPO / "data" / "penguins.csv"
 
 
 TIERS = ("unit", "integration", "images", "workflows", "spark")
-# Tests that share a session-scoped server or cluster run in one pytest-xdist worker (make test: --dist
-# loadgroup), so each is started once; the workflows group also shares the runner image and the stand-ins.
-SHARED = {"emulator": "workflows", "spark_cluster": "spark", "registry": "registry", "stack": "stack"}
+# Tests that share a session-scoped server or cluster run in one pytest-xdist worker (make test), so each is
+# started once; the workflows group also shares the runner image, the built images and the stand-ins.
+SHARED = {"emulator": "workflows", "spark_cluster": "spark", "stack": "stack"}
 # Session servers that make a test an integration test: the tracking stack (PostgreSQL, S3, MLflow) and S3.
 SERVERS = {"stack", "s3_server"}
+GROUPS_FILE = "MLGATE_XDIST_GROUPS"  # env: where the workers write {nodeid: group} for the controller
 
 
 def tier(item: pytest.Item) -> str:
@@ -42,18 +45,61 @@ def tier(item: pytest.Item) -> str:
     return "unit"
 
 
+def group(item: pytest.Item) -> str | None:
+    """The session server or cluster the test shares with others (its xdist group), if any."""
+    names = set(getattr(item, "fixturenames", ()))
+    return next((g for fixture, g in SHARED.items() if fixture in names), None)
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test gets its tier's marker (`-m unit`, `-m "images or workflows"`) and, when it shares a session
-    server with others, their xdist group; the longest group (the season) is put first, so that a worker
-    starts it at once and the others take the rest of the suite around it."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets its tier's marker (`-m unit`, `-m "images or workflows"`); the longest tier (the
+    workflows, the season among them) is put first, so that a worker starts it at once and the others take
+    the rest of the suite around it. A pytest-xdist worker also writes each grouped test's group for the
+    controller's scheduler (pytest_xdist_make_scheduler)."""
     for item in items:
         item.add_marker(tier(item))
-        names = set(getattr(item, "fixturenames", ()))
-        shared = [group for fixture, group in SHARED.items() if fixture in names]
-        if shared and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
     items.sort(key=lambda item: tier(item) != "workflows")
+    path = os.environ.get(GROUPS_FILE)
+    if path and hasattr(config, "workerinput"):
+        groups = {item.nodeid: g for item in items if (g := group(item)) is not None}
+        tmp = Path(f"{path}.{config.workerinput['workerid']}")
+        tmp.write_text(json.dumps(groups))
+        tmp.replace(path)  # every worker collects the same tests: the last write wins, whole
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller of a `--dist loadgroup` run names the file the workers write the groups to."""
+    if not hasattr(config, "workerinput") and config.getoption("dist", "no") == "loadgroup":
+        fd, path = tempfile.mkstemp(prefix="mlgate-xdist-groups-", suffix=".json")
+        os.close(fd)
+        os.environ[GROUPS_FILE] = path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and (path := os.environ.pop(GROUPS_FILE, None)):
+        Path(path).unlink(missing_ok=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadgroup` with the groups of `group()`: pytest-xdist 3.8 reads `xdist_group` marks into
+    item._nodeid, which pytest 9.2 no longer has (nodes keep a NodeId), so its own loadgroup spreads every
+    test; this scheduler takes each test's group from the file the workers wrote when they collected.
+    Ungrouped tests are their own unit (balanced one by one); the largest units go first."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedServers(LoadScopeScheduling):
+        _groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._groups is None:
+                self._groups = json.loads(Path(os.environ[GROUPS_FILE]).read_text() or "{}")
+            return self._groups.get(nodeid, nodeid)
+
+    return SharedServers(config, log)
 
 
 def require(condition: bool, reason: str) -> None:

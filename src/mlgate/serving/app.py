@@ -1,8 +1,11 @@
 """The FastAPI app: health, readiness, metadata, MLflow-compatible /invocations, typed /predict, /metrics.
 
-Predictions run on the event loop, one at a time per worker: the model is CPU-bound and holds the GIL, so a
-thread pool only adds contention (MLflow's server, which uses one, slows down under concurrency). Requests
-that waited longer than the timeout before their turn get 503; those whose prediction ran past it get 504.
+Requests are scored one at a time per worker (:meth:`Service.score`): a small body on the event loop, a larger
+one in the service's one scoring thread, so that reading and scoring a body of the maximum size never keeps
+the event loop from answering the probes. The model is CPU-bound and holds the GIL, so more threads would only
+add contention (MLflow's server, which uses a pool, slows down under concurrency). Requests that waited longer
+than the timeout before their turn get 503; those whose prediction ran past it get 504. Rows and columns are
+counted while a body is read (413 past the limits); uvicorn answers 503 past ``limit_concurrency``.
 
 ``POST /invocations``, the hot path, is answered before FastAPI's routing (:class:`ServingApp`): its body is
 parsed by hand anyway, so routing, dependency resolution and the request object were most of the time a
@@ -27,7 +30,15 @@ from pydantic import BaseModel, ValidationError
 from mlgate.serving import schemas
 from mlgate.serving.errors import ErrorBody, error, install_handlers, json_response, validation_message
 from mlgate.serving.model import InputError, ServedModel, load_served_model, records_columns
-from mlgate.serving.protocol import CSV_TYPE, JSON_TYPE, UnsupportedMediaType, media_type, parse_request
+from mlgate.serving.protocol import (
+    CSV_TYPE,
+    JSON_TYPE,
+    SMALL_BODY,
+    UnsupportedMediaType,
+    media_type,
+    parse_request,
+)
+from mlgate.serving.reader import TooLarge, read_records
 from mlgate.serving.service import VERSION_HEADER, Service
 from mlgate.serving.settings import ServingSettings
 from mlgate.serving.v2 import add_v2_routes
@@ -200,6 +211,7 @@ def create_app(settings: ServingSettings, model: ServedModel) -> ServingApp:
                 follower.close()
             if shadow is not None:
                 shadow.close()
+            service.close()
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = ServingApp(
@@ -260,7 +272,7 @@ def create_app(settings: ServingSettings, model: ServedModel) -> ServingApp:
         },
         responses={
             400: {"description": "Bad input (names the column or field)", **ERRORS},
-            413: {"description": "Body or row count over the limit", **ERRORS},
+            413: {"description": "Body, rows or columns over the limit", **ERRORS},
             415: {"description": "Not JSON or CSV", **ERRORS},
             503: {"description": "Waited past the timeout for a turn", **ERRORS},
             504: {"description": "Prediction ran past the timeout", **ERRORS},
@@ -268,25 +280,30 @@ def create_app(settings: ServingSettings, model: ServedModel) -> ServingApp:
     )
     async def invocations(request: Request) -> Response:
         """MLflow's scoring protocol: dataframe_split, dataframe_records, instances, inputs, or text/csv."""
-        return answer_invocations(request.scope, await request.body(), request.headers.get("content-type"))
+        body = await request.body()
+        return await answer_invocations(request.scope, body, request.headers.get("content-type"))
 
-    def answer_invocations(scope: dict, body: bytes, content_type: str | None) -> Response:
+    async def answer_invocations(scope: dict, body: bytes, content_type: str | None) -> Response:
         served = service.model
         service.served_by(scope, served)
-        if (late := service.timed_out(scope)) is not None:
-            return late
+
+        def score() -> tuple[dict[str, list[Any]], int, list[Any]]:
+            columns, n_rows = parse_request(body, content_type, served.columns, service.limits)
+            return columns, n_rows, served.predict(served.frame(columns, n_rows))
+
         try:
-            columns, n_rows = parse_request(body, content_type, served.columns)
-            if n_rows > settings.max_rows:
-                return error(413, f"{n_rows} rows is over the limit of {settings.max_rows}")
-            X = served.frame(columns, n_rows)
-            predictions = served.predict(X)
+            scored = await service.score(scope, len(body), score)
         except UnsupportedMediaType as exc:
             return error(415, str(exc))
+        except TooLarge as exc:
+            return error(413, str(exc))
         except InputError as exc:
             return error(400, str(exc))
         except (ValueError, TypeError, KeyError) as exc:
             return error(400, f"the model could not score this input: {exc}")
+        if isinstance(scored, Response):
+            return scored
+        columns, n_rows, predictions = scored
         service.metrics.observe_predictions("/invocations", predictions, served.version)
         service.offer_shadow(columns, n_rows, predictions)
         if (late := service.timed_out(scope, predicted=True)) is not None:
@@ -305,7 +322,7 @@ def create_app(settings: ServingSettings, model: ServedModel) -> ServingApp:
             if not message.get("more_body"):
                 break
         scope["route"] = invocations_route
-        response = answer_invocations(scope, b"".join(chunks), _header(scope, b"content-type"))
+        response = await answer_invocations(scope, b"".join(chunks), _header(scope, b"content-type"))
         await response(scope, receive, send)
 
     app.fast_invocations = ServiceMiddleware(raw_invocations, service)
@@ -339,24 +356,38 @@ def create_app(settings: ServingSettings, model: ServedModel) -> ServingApp:
         served = service.model
         service.served_by(request.scope, served)
         body = await request.body()
-        if (late := service.timed_out(request.scope)) is not None:
-            return late
         try:
             media_type(request.headers.get("content-type"), (JSON_TYPE,))
-            payload = PredictRequest.model_validate_json(body)
         except UnsupportedMediaType as exc:
             return error(415, str(exc))
+
+        def score() -> tuple[list[dict[str, Any]], list[Any], Any]:
+            if len(body) > SMALL_BODY:  # rows and fields counted before pydantic builds anything
+                try:
+                    read_records(body, service.limits)
+                except TooLarge:
+                    raise
+                except InputError:
+                    pass  # not JSON: pydantic says where, below
+            payload = PredictRequest.model_validate_json(body)
+            records = [r.model_dump() for r in payload.records]
+            return records, *served.predict_proba(served.records_frame(records))
+
+        try:
+            scored = await service.score(request.scope, len(body), score)
+        except TooLarge as exc:
+            return error(413, str(exc))
         except ValidationError as exc:
             errors = exc.errors(include_input=False)
             status = 400 if any(e["type"] == "json_invalid" for e in errors) else 422
             return error(status, validation_message(errors))
-        records = [r.model_dump() for r in payload.records]
-        try:
-            labels, proba = served.predict_proba(served.records_frame(records))
         except InputError as exc:
             return error(422, str(exc))
         except (ValueError, TypeError, KeyError) as exc:
             return error(422, f"the model could not score this input: {exc}")
+        if isinstance(scored, Response):
+            return scored
+        records, labels, proba = scored
         service.metrics.observe_predictions("/predict", labels, served.version)
         if service.shadow is not None:
             service.offer_shadow(*records_columns(records), labels, proba)

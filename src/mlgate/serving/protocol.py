@@ -1,21 +1,26 @@
 """MLflow's scoring protocol for ``POST /invocations``: request bodies parsed into named columns, so any
 client of ``mlflow models serve`` works unchanged. JSON with ``dataframe_split``, ``dataframe_records``,
-``instances`` or ``inputs`` (plus an ignored ``params``), or ``text/csv`` with a header row."""
+``instances`` or ``inputs`` (plus an ignored ``params``), or ``text/csv`` with a header row.
+
+Rows and columns are counted while a body is read (:mod:`mlgate.serving.reader`); a body of up to
+:data:`SMALL_BODY` bytes, whose parse can allocate little whatever it holds, is parsed whole and counted
+after.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any
 
 from mlgate.serving.errors import show
 from mlgate.serving.model import Column, InputError
+from mlgate.serving.reader import Limits, read_csv, read_invocation
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PARAMS_KEY = "params"
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
+SMALL_BODY = 16 * 1024
 
 Columns = dict[str, list[Any]]
 
@@ -65,18 +70,36 @@ def _from_columnar(data: dict[str, Any], where: str) -> tuple[Columns, int]:
     return dict(data), lengths.pop() if lengths else 0
 
 
-def parse_json(body: bytes) -> tuple[Columns, int]:
-    """Named columns and the row count of a JSON scoring request.
-
-    Raises:
-        InputError: the body is not JSON, has no (or more than one) format key, or the wrong shape.
-    """
+def _load_small(body: bytes) -> Any:
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InputError("the body is not valid JSON: nested too deeply") from None
+
+
+def check_limits(columns: Columns, n_rows: int, limits: Limits) -> tuple[Columns, int]:
+    """``columns`` and ``n_rows`` when they are within ``limits``.
+
+    Raises:
+        TooLarge: more rows or columns than ``limits`` allow.
+    """
+    if n_rows > limits.rows:
+        raise limits.too_many("rows")
+    if len(columns) > limits.columns:
+        raise limits.too_many("columns")
+    return columns, n_rows
+
+
+def parse_json(body: bytes, limits: Limits) -> tuple[Columns, int]:
+    """Named columns and the row count of a JSON scoring request.
+
+    Raises:
+        TooLarge: more rows or columns than ``limits`` allow.
+        InputError: the body is not JSON, has no (or more than one) format key, or the wrong shape.
+    """
+    payload = _load_small(body) if len(body) <= SMALL_BODY else read_invocation(body, limits)
     if not isinstance(payload, dict):
         raise InputError(f"the body must be a JSON object with one of the keys {list(FORMATS)}")
     keys = [k for k in FORMATS if k in payload]
@@ -89,12 +112,10 @@ def parse_json(body: bytes) -> tuple[Columns, int]:
     key = keys[0]
     data = payload[key]
     if key == "dataframe_split":
-        return _from_split(data)
-    if key == "dataframe_records":
-        return _from_records(data, key)
-    if isinstance(data, dict):
-        return _from_columnar(data, key)
-    return _from_records(data, key)
+        return check_limits(*_from_split(data), limits)
+    if key != "dataframe_records" and isinstance(data, dict):
+        return check_limits(*_from_columnar(data, key), limits)
+    return check_limits(*_from_records(data, key), limits)
 
 
 def _csv_value(col: Column | None, text: str, row: int) -> Any:
@@ -112,23 +133,18 @@ def _csv_value(col: Column | None, text: str, row: int) -> Any:
         raise InputError(f"column {col.name!r} expects {col.type}; CSV row {row} has {show(text)}") from None
 
 
-def parse_csv(body: bytes, columns: list[Column]) -> tuple[Columns, int]:
+def parse_csv(body: bytes, columns: list[Column], limits: Limits) -> tuple[Columns, int]:
     """Named columns and the row count of a CSV body with a header row, typed by the signature.
 
     Raises:
+        TooLarge: more rows or columns than ``limits`` allow.
         InputError: the body is not UTF-8, has no header, a row has the wrong width or a value the wrong type.
     """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"the CSV body is not UTF-8: {exc}") from None
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error as exc:
-        raise InputError(f"the body is not valid CSV: {exc}") from None
-    if not rows or not rows[0]:
-        raise InputError("the CSV body needs a header row naming the columns")
-    header, data = rows[0], [r for r in rows[1:] if r]
+    header, data = read_csv(text, limits)
     by_name = {c.name: c for c in columns}
     for i, row in enumerate(data, start=1):
         if len(row) != len(header):
@@ -160,13 +176,16 @@ def media_type(content_type: str | None, accepted: tuple[str, ...] = (JSON_TYPE,
     return mime
 
 
-def parse_request(body: bytes, content_type: str | None, columns: list[Column]) -> tuple[Columns, int]:
+def parse_request(
+    body: bytes, content_type: str | None, columns: list[Column], limits: Limits
+) -> tuple[Columns, int]:
     """Dispatch on the content type: JSON or CSV.
 
     Raises:
         UnsupportedMediaType: not JSON or CSV, or another charset.
+        TooLarge: more rows or columns than ``limits`` allow.
         InputError: the body does not parse.
     """
     if media_type(content_type) == JSON_TYPE:
-        return parse_json(body)
-    return parse_csv(body, columns)
+        return parse_json(body, limits)
+    return parse_csv(body, columns, limits)

@@ -103,6 +103,7 @@ def serve(settings: ServingSettings) -> None:
             "runtime",
             "max_body_bytes",
             "max_rows",
+            "max_columns",
             "timeout_seconds",
             "follow",
             "follow_seconds",

@@ -1,5 +1,10 @@
 """The state every route shares: the settings, the metrics, readiness, and the model being served.
 
+Scoring (reading the body, converting it, predicting) runs on the event loop for a small body and, for a
+larger one, in the service's one scoring thread, one request at a time: the model is CPU-bound and holds the
+GIL, so more threads would only contend, while the event loop stays free to answer the probes and to read
+the next bodies. A request's turn is its turn on that thread.
+
 A request reads ``service.model`` once, at its start, and uses that object to the end: replacing the
 attribute (one reference assignment on the event loop) is the atomic swap, so a request in flight finishes on
 the model it started with and no request ever sees a model that is not fully loaded and warmed up.
@@ -7,10 +12,11 @@ the model it started with and no request ever sees a model that is not fully loa
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
-
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from fastapi.responses import Response
 
@@ -18,10 +24,13 @@ from mlgate.serving.errors import error
 from mlgate.serving.follow import AliasFollower
 from mlgate.serving.metrics import ServiceMetrics
 from mlgate.serving.model import ServedModel
+from mlgate.serving.protocol import SMALL_BODY
+from mlgate.serving.reader import Limits
 from mlgate.serving.settings import ServingSettings
 from mlgate.serving.shadow import Shadow
 
 VERSION_HEADER = "x-model-version"
+T = TypeVar("T")
 
 
 class Service:
@@ -33,6 +42,27 @@ class Service:
         self.metrics = ServiceMetrics(model.info)
         self.ready = False
         self.shadow: Shadow | None = None
+        self.limits = Limits(rows=settings.max_rows, columns=settings.max_columns)
+        self._turn = asyncio.Semaphore(1)
+        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="mlgate-score")
+
+    async def score(
+        self, scope: MutableMapping[str, Any], body_size: int, work: Callable[[], T]
+    ) -> T | Response:
+        """``work()`` (read, convert, predict) at this request's turn: on the event loop for a body of up to
+        :data:`~mlgate.serving.protocol.SMALL_BODY` bytes, else in the scoring thread once the requests
+        before it are done. A request that waited past the timeout before its turn gets the 503 instead."""
+        if body_size <= SMALL_BODY:
+            late = self.timed_out(scope)
+            return work() if late is None else late
+        async with self._turn:
+            if (late := self.timed_out(scope)) is not None:
+                return late
+            return await asyncio.get_running_loop().run_in_executor(self._scorer, work)
+
+    def close(self) -> None:
+        """Stop the scoring thread (at shutdown)."""
+        self._scorer.shutdown(wait=False)
 
     def start_shadow(self) -> Shadow | None:
         """Start the shadow process when a shadow model is set (``--shadow``)."""

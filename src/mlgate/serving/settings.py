@@ -30,6 +30,9 @@ class ServingSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1, description="Bigger bodies get 413.")
     max_rows: int = Field(default=10_000, ge=1, description="More rows in one request get 413.")
+    max_columns: int = Field(
+        default=1_000, ge=1, description="More columns (fields of a row, V2 input tensors) get 413."
+    )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Requests slower than this get 503/504.")
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0, description="Wait for in-flight requests.")
     log_level: str = "info"

@@ -18,6 +18,8 @@ from fastapi.responses import Response
 
 from mlgate.serving.errors import error, json_response, show
 from mlgate.serving.model import Column, InputError, ServedModel
+from mlgate.serving.protocol import SMALL_BODY
+from mlgate.serving.reader import Limits, TooLarge, read_infer
 from mlgate.serving.service import Service
 
 PREFIX = "/v2"
@@ -150,23 +152,47 @@ def _check_json_values(values: list[Any], datatype: str, where: str) -> None:
             raise V2Error(f"{where}: element {i} is null; {datatype} has no missing value")
 
 
-def _shape_rows(shape: Any, where: str) -> int:
+def _shape_rows(shape: Any, where: str, limits: Limits) -> int:
     if not (isinstance(shape, list) and shape and all(type(d) is int and d >= 0 for d in shape)):
         raise V2Error(f"{where}.shape must be a non-empty array of non-negative integers")
     if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
         raise V2Error(f"{where}.shape must be [N] or [N, 1] (one value per row), got {show(shape)}")
+    if shape[0] > limits.rows:
+        raise V2Error(str(limits.too_many("rows")), 413)
     return shape[0]
 
 
+def _load_head(head: bytes, limits: Limits) -> Any:
+    try:
+        if len(head) > SMALL_BODY:
+            return read_infer(head, limits)
+        return json.loads(head)
+    except TooLarge as exc:
+        raise V2Error(str(exc), 413) from None
+    except InputError as exc:
+        raise V2Error(str(exc)) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise V2Error(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise V2Error("the body is not valid JSON: nested too deeply") from None
+
+
 def parse_infer(
-    body: bytes, header_length: str | None, columns: list[Column], model_outputs: tuple[str, ...] = OUTPUTS
+    body: bytes,
+    header_length: str | None,
+    columns: list[Column],
+    model_outputs: tuple[str, ...] = OUTPUTS,
+    limits: Limits | None = None,
 ) -> InferRequest:
     """An infer request body (JSON, or JSON then binary tensors) as named columns; the outputs asked for
-    (default: all of ``model_outputs``).
+    (default: all of ``model_outputs``). Tensors and their elements are counted while the JSON is read
+    (past ``limits``: 413).
 
     Raises:
-        V2Error: the body, a tensor's name, datatype, shape or data is not what the model takes.
+        V2Error: the body, a tensor's name, datatype, shape or data is not what the model takes, or it is
+            over ``limits`` (status 413).
     """
+    limits = limits or Limits(rows=2**62, columns=2**62)
     head, binary = body, b""
     if header_length is not None:
         try:
@@ -176,14 +202,11 @@ def parse_infer(
         if not 0 <= length <= len(body):
             raise V2Error("Inference-Header-Content-Length is larger than the body")
         head, binary = body[:length], body[length:]
-    try:
-        request = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise V2Error(f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise V2Error("the body is not valid JSON: nested too deeply") from None
+    request = _load_head(head, limits)
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise V2Error('the body must be an object with "inputs": a non-empty array of tensors')
+    if len(request["inputs"]) > limits.columns:
+        raise V2Error(str(limits.too_many("columns")), 413)
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise V2Error("id must be a string")
@@ -211,7 +234,7 @@ def parse_infer(
                 f"{where} has datatype {show(datatype)}; column {name!r} ({col.type}) takes "
                 f"{ACCEPTED[col.type]}"
             )
-        n = _shape_rows(tensor.get("shape"), where)
+        n = _shape_rows(tensor.get("shape"), where, limits)
         parameters = tensor.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise V2Error(f"{where}.parameters must be an object")
@@ -322,23 +345,28 @@ def add_v2_routes(app: FastAPI, service: Service) -> None:
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         body = await request.body()
-        if (late := service.timed_out(request.scope)) is not None:
-            return late
+        header_length = request.headers.get(HEADER_LENGTH)
         try:
             served = addressed(name, version)
-            service.served_by(request.scope, served)
-            parsed = parse_infer(
-                body, request.headers.get(HEADER_LENGTH), served.columns, model_outputs(served)
-            )
-            if parsed.n_rows > service.settings.max_rows:
-                raise V2Error(f"{parsed.n_rows} rows is over the limit of {service.settings.max_rows}", 413)
-            labels, proba = served.predict_proba(served.frame(parsed.columns, parsed.n_rows))
+        except V2Error as exc:
+            return error(exc.status, str(exc), PREFIX)
+        service.served_by(request.scope, served)
+
+        def score() -> tuple[InferRequest, list[Any], np.ndarray]:
+            parsed = parse_infer(body, header_length, served.columns, model_outputs(served), service.limits)
+            return parsed, *served.predict_proba(served.frame(parsed.columns, parsed.n_rows))
+
+        try:
+            scored = await service.score(request.scope, len(body), score)
         except V2Error as exc:
             return error(exc.status, str(exc), PREFIX)
         except InputError as exc:
             return error(400, str(exc), PREFIX)
         except (ValueError, TypeError, KeyError) as exc:
             return error(400, f"the model could not score this input: {exc}", PREFIX)
+        if isinstance(scored, Response):
+            return scored
+        parsed, labels, proba = scored
         service.metrics.observe_predictions(f"{PREFIX}/models/{{name}}/infer", labels, served.version)
         service.offer_shadow(parsed.columns, parsed.n_rows, labels, proba)
         if (late := service.timed_out(request.scope, predicted=True)) is not None:

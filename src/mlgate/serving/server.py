@@ -1,5 +1,6 @@
 """Running the service: resolve the model to a local folder, then uvicorn with JSON logs, TCP_NODELAY on every
-connection, N workers and a graceful shutdown (in-flight requests finish on SIGTERM)."""
+connection, N workers, at most ``limit_concurrency`` connections and requests at once per worker (uvicorn
+answers 503 beyond) and a graceful shutdown (in-flight requests finish on SIGTERM)."""
 
 from __future__ import annotations
 
@@ -132,6 +133,7 @@ def serve(settings: ServingSettings) -> None:
             access_log=False,
             log_config=log_config(settings.log_level),
             timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+            limit_concurrency=settings.limit_concurrency,
             server_header=False,
         )
     finally:

@@ -33,6 +33,9 @@ class ServingSettings(BaseSettings):
     max_columns: int = Field(
         default=1_000, ge=1, description="More columns (fields of a row, V2 input tensors) get 413."
     )
+    limit_concurrency: int = Field(
+        default=32, ge=2, description="Connections and requests at once per worker; more get 503."
+    )
     timeout_seconds: float = Field(default=10.0, gt=0, description="Requests slower than this get 503/504.")
     graceful_shutdown_seconds: float = Field(default=30.0, ge=0, description="Wait for in-flight requests.")
     log_level: str = "info"

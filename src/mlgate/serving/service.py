@@ -30,6 +30,10 @@ from mlgate.serving.settings import ServingSettings
 from mlgate.serving.shadow import Shadow
 
 VERSION_HEADER = "x-model-version"
+# The most the one request being scored holds, in multiples of the body limit: its body, the decoded text, the
+# rows read and their columns, the model's arrays (measured on the largest bodies the limits let through,
+# and on bodies over them; tests/serving/test_limits.py checks it against the real server).
+SCORING_MEMORY_FACTOR = 8
 T = TypeVar("T")
 
 

@@ -249,7 +249,7 @@ ci-image: install ## Build IMAGE=serving|batch, tagged sha-<short sha>-v<model v
 ci-image-smoke: install ## Run the IMAGE built by ci-image once: serving answers /ready and /invocations, batch scores a file
 	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; .github/scripts/image-smoke.sh $(IMAGE) $(CI_IMAGE_NAME):$$1
 
-ci-image-sbom: install ## Write outputs/sbom-<IMAGE>.cdx.json: the Python packages in the IMAGE ci-image built (CycloneDX)
+ci-image-sbom: install ## Write outputs/sbom-<IMAGE>.cdx.json: the Python and OS packages in the IMAGE ci-image built (CycloneDX)
 	@$(CI_MODEL_VERSION); set -- $(CI_IMAGE_TAGS); set -x; \
 	python3 scripts/image-sbom.py $(CI_IMAGE_NAME):$$1 $(CI_OUTPUTS)/sbom-$(IMAGE).cdx.json
 

@@ -97,6 +97,8 @@ def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_im
             packages = {c["name"].lower(): c["version"] for c in sbom["components"]}
             assert f"{pinned}=={packages[pinned]}" in (REPO / kind / requirements).read_text()
             assert "mlgate" in packages and sbom["bomFormat"] == "CycloneDX"
+            # and the OS packages of the base image, as dpkg lists them (libc6 is in every Debian image)
+            assert any(c["purl"].startswith("pkg:deb/debian/libc6@") for c in sbom["components"]), kind
         assert "scikit-learn" not in {
             c["name"].lower()
             for c in json.loads((cfg.outputs / "sbom-serving.cdx.json").read_text())["components"]

@@ -304,6 +304,7 @@ CI_SERVER_IMAGE ?= mlgate-mlflow-server:ci
 CI_SERVER_ARTIFACTS = /home/mlflow/artifacts
 CI_PG_URI = postgresql+psycopg2://mlflow:mlflow@postgres:5432/mlflow
 
+# The job's own MLflow server answers one step at a time: one worker (the image's default is 2) starts faster.
 ci-stack-up: ## CI only: restore $(CI_STATE) into the service PostgreSQL and a new MLflow server on its network
 	test -n "$$CI_PG_CONTAINER" && test -n "$$CI_SERVICES_NETWORK"
 	for i in $$(seq 1 60); do docker exec "$$CI_PG_CONTAINER" pg_isready -U mlflow >/dev/null 2>&1 && break; sleep 2; done
@@ -311,14 +312,14 @@ ci-stack-up: ## CI only: restore $(CI_STATE) into the service PostgreSQL and a n
 	docker build --quiet -f stack/Dockerfile -t $(CI_SERVER_IMAGE) stack
 	docker create --name $(CI_SERVER) --network "$$CI_SERVICES_NETWORK" -p 127.0.0.1:$(CI_MLFLOW_PORT):5000 \
 		-e MLFLOW_BACKEND_STORE_URI=$(CI_PG_URI) -e MLFLOW_ARTIFACTS_DESTINATION=$(CI_SERVER_ARTIFACTS) \
-		$(CI_SERVER_IMAGE)
+		-e MLFLOW_WORKERS=1 $(CI_SERVER_IMAGE)
 	if [ -f $(CI_STATE)/mlflow.pgdump ]; then \
 		docker exec -i "$$CI_PG_CONTAINER" pg_restore -U mlflow -d mlflow --clean --if-exists --no-owner \
 			< $(CI_STATE)/mlflow.pgdump; fi
 	if [ -d $(CI_STATE)/artifacts ]; then docker cp $(CI_STATE)/artifacts/. $(CI_SERVER):$(CI_SERVER_ARTIFACTS); fi
 	docker start $(CI_SERVER)
 	docker exec --user 0 $(CI_SERVER) sh -c "mkdir -p $(CI_SERVER_ARTIFACTS) && chown -R 10001:10001 $(CI_SERVER_ARTIFACTS)"  # docker cp copies as root
-	for i in $$(seq 1 90); do curl -fsS http://127.0.0.1:$(CI_MLFLOW_PORT)/health >/dev/null 2>&1 && break; sleep 2; done
+	for i in $$(seq 1 360); do curl -fsS http://127.0.0.1:$(CI_MLFLOW_PORT)/health >/dev/null 2>&1 && break; sleep 0.5; done
 	curl -fsS http://127.0.0.1:$(CI_MLFLOW_PORT)/health
 
 ci-state-save: ## CI only: dump the service PostgreSQL and the server's artifacts into $(CI_STATE) (for mlflow-state)

@@ -46,9 +46,10 @@ TEST = ("`make test`", ["make", "test"])
 
 
 def _env(cold_cache: Path | None) -> dict[str, str]:
-    """A fresh shell's environment: no virtualenv active, nothing of an MLflow or mlgate session."""
+    """A fresh shell's environment: no virtualenv active, nothing of an MLflow or mlgate session (but
+    MLGATE_REQUIRE_ALL, as .ci/run sets it: a test that cannot run fails instead of skipping)."""
     drop = ("VIRTUAL_ENV", "MLFLOW_", "MLGATE_", "PYTEST_", "CONDA_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) or k == "MLGATE_REQUIRE_ALL"}
     path = [p for p in env.get("PATH", "").split(os.pathsep) if "/.venv/" not in p]
     env["PATH"] = os.pathsep.join(path)
     if cold_cache is not None:
@@ -58,6 +59,7 @@ def _env(cold_cache: Path | None) -> dict[str, str]:
 
 def run(with_test: bool, cold: bool, keep: bool) -> dict:
     root = Path(tempfile.mkdtemp(prefix="mlgate-newcomer-"))
+    root.chmod(0o755)  # a clone where clones go (mkdtemp's 0700 keeps out the stack's PostgreSQL user)
     clone = root / "mlgate"
     subprocess.run(  # nosec B603 B607
         ["git", "clone", "--quiet", "--no-local", str(REPO), str(clone)], check=True

@@ -281,9 +281,16 @@ def _pg_user() -> str | None:
 def _pg_run(argv: list[str], timeout: float = 120.0) -> None:
     user = _pg_user()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
-    res = subprocess.run(  # nosec B603 - fixed argv of the embedded PostgreSQL binaries
-        argv, user=user, env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
-    )
+    try:
+        res = subprocess.run(  # nosec B603 - fixed argv of the embedded PostgreSQL binaries
+            argv, user=user, env=env, capture_output=True, text=True, timeout=timeout, cwd="/"
+        )
+    except PermissionError as exc:
+        raise StackError(
+            f"{Path(argv[0]).name} could not be run as the system user {user}: under root the embedded "
+            f"PostgreSQL runs as {user} (PostgreSQL refuses root), and {user} cannot reach {argv[0]}; make "
+            "the folders above it searchable by others (chmod o+x), or run as a regular user"
+        ) from exc
     if res.returncode != 0:
         raise StackError(
             f"{Path(argv[0]).name} failed ({res.returncode}): {(res.stderr or res.stdout).strip()}"

@@ -18,6 +18,7 @@ from mlgate.stack import (
     start_service,
     status,
 )
+from tests.conftest import require
 
 
 def _settings(root: Path) -> StackSettings:
@@ -97,3 +98,29 @@ def test_a_port_taken_before_the_server_binds_it_is_replaced_and_saved(tmp_path:
     finally:
         stop_service(load_settings(root), "s3")
         taken.close()
+
+
+def test_a_postgresql_binary_its_user_cannot_reach_is_named_with_the_way_out() -> None:
+    """Under root the embedded PostgreSQL runs as a system user: a checkout in a folder only root may enter
+    (mkdtemp's 0700, a private home) stops it at its first binary; the error says whom, what and how."""
+    import os
+    import shutil
+    import tempfile
+
+    from mlgate.stack import PG_SYSTEM_USER, _pg_run
+
+    require(os.geteuid() == 0, "the stack switches to its PostgreSQL user only under root")
+    private = Path(tempfile.mkdtemp(prefix="mlgate-pg-private-"))  # 0700, as mkdtemp makes it
+    try:
+        initdb = private / "initdb"
+        initdb.write_text("#!/bin/sh\nexit 0\n")
+        initdb.chmod(0o755)
+        with pytest.raises(StackError) as raised:
+            _pg_run([str(initdb), "--version"])
+        message = str(raised.value)
+        assert f"could not be run as the system user {PG_SYSTEM_USER}" in message and str(initdb) in message
+        assert "chmod o+x" in message
+        private.chmod(0o755)  # once the folder is searchable, the same binary runs as that user
+        _pg_run([str(initdb), "--version"])
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

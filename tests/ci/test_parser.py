@@ -11,6 +11,7 @@ import shutil
 import subprocess  # nosec B404 - tests run fixed commands
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,29 @@ def test_every_error_of_every_file_is_reported(tmp_path: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+@pytest.mark.slow
+def test_checks_started_one_after_another_on_a_fresh_clone_install_once_and_all_pass(tmp_path: Path) -> None:
+    """On a fresh clone the first check installs the parser (npm ci); checks started while it installs (the
+    test workers of `make test`, parallel hooks) wait for it instead of installing over it: before the lock,
+    three of four such checks failed with ERR_MODULE_NOT_FOUND."""
+    require(shutil.which("npm") is not None, "npm is not installed")
+    clone = tmp_path / "clone"
+    parser = clone / "tests" / "ci" / "parser"
+    parser.mkdir(parents=True)
+    for name in ("check-workflows", "check.mjs", "register.mjs", "package.json", "package-lock.json"):
+        shutil.copy2(LAUNCHER.parent / name, parser / name)
+    shutil.copytree(REPO / ".github" / "workflows", clone / ".github" / "workflows")
+    checks = []
+    for _ in range(4):
+        checks.append(
+            subprocess.Popen(  # nosec B603 - the copied launcher
+                [str(parser / "check-workflows")], cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+        time.sleep(1)
+    results = [(c.wait(timeout=600), *c.communicate()) for c in checks]
+    assert [r[0] for r in results] == [0, 0, 0, 0], [r[2][-500:] for r in results]
+    assert all("accepted by GitHub's workflow parser" in r[1] for r in results)

@@ -402,8 +402,14 @@ def _start_s3(settings: StackSettings, timeout: float) -> None:
 
 
 def server_env(settings: StackSettings) -> dict[str, str]:
-    """The environment ``mlflow server`` needs: the backend URI (kept out of argv) and the S3 credentials."""
+    """The environment ``mlflow server`` needs: the backend URI (kept out of argv) and the S3 credentials.
+
+    MLflow 3's server also starts a job runner and three huey consumers (GenAI jobs: scorers, trace rollups)
+    whenever huey is installed and the backend is a database: four more processes importing MLflow, which
+    nothing in mlgate uses; they stay off.
+    """
     return {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_BACKEND_STORE_URI": settings.backend_store_uri,
         "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint,
         "AWS_ACCESS_KEY_ID": settings.s3_access_key,

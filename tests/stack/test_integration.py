@@ -140,3 +140,19 @@ def test_worse_model_leaves_champion_where_it_was(
     client = MlflowClient(tracking_uri=stack.tracking_uri, registry_uri=stack.tracking_uri)
     assert client.get_model_version_by_alias(cfg.model_name, "champion").version == "1"
     assert client.get_model_version(cfg.model_name, "2").tags["mlgate.gate"] == "rejected"
+
+
+def test_the_tracking_server_runs_without_mlflows_job_processes(stack: StackSettings) -> None:
+    """MLflow 3's server would start a job runner and three huey consumers beside itself (each importing
+    MLflow) on a database backend with huey installed; the stack's server answers without them."""
+    import psutil
+
+    from mlgate.stack import _running
+
+    server = _running(stack, "mlflow")
+    assert server is not None
+    family = [server, *server.children(recursive=True)]
+    commands = [" ".join(p.cmdline()) for p in family if p.is_running()]
+    assert not [c for c in commands if "huey" in c or "jobs._job_runner" in c], commands
+    assert any("uvicorn" in c or "mlflow" in c for c in commands)
+    assert isinstance(server, psutil.Process)

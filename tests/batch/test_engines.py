@@ -148,12 +148,11 @@ def test_both_engines_read_and_write_s3(
 @pytest.mark.slow
 @pytest.mark.container
 def test_image_scores_a_sample_file(trained_model: dict, tmp_path: Path) -> None:
-    setup = REPO.parent / "shared" / "container-engine" / "setup"
-    require(shutil.which("docker") is not None and setup.exists(), "a Docker-compatible engine is needed")
     require(
-        subprocess.run([str(setup)], capture_output=True).returncode == 0,
-        "the container engine did not start",
-    )  # nosec
+        shutil.which("docker") is not None
+        and subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0,  # nosec
+        "a Docker-compatible engine is needed (../shared/container-engine/setup)",
+    )
     bundle = Path(shutil.copytree(trained_model["model_dir"], tmp_path / "model"))
     (bundle / "mlgate_bundle.json").write_text(json.dumps({"name": "penguins-classifier", "version": "7"}))
     tag = "mlgate-batch:test"

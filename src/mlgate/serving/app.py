@@ -346,6 +346,7 @@ def create_app(settings: ServingSettings, model: ServedModel) -> ServingApp:
         },
         responses={
             400: {"description": "The body is not JSON", **ERRORS},
+            413: {"description": "Body, row or column count over the limit", **ERRORS},
             415: {"description": "Not JSON", **ERRORS},
             422: {"description": "The records do not match the signature (names each field)", **ERRORS},
             503: {"description": "Waited past the timeout for a turn", **ERRORS},

@@ -129,3 +129,11 @@ def machine() -> dict[str, Any]:
     import platform
 
     return {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def write_results(folder: Path, results: dict[str, Any], table: str) -> None:
+    """``results.json`` (every run) and ``results.md`` (the Markdown table, also printed) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / "results.md").write_text(table.rstrip("\n") + "\n")
+    print(table)

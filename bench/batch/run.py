@@ -60,6 +60,7 @@ from common import (  # noqa: E402
     save_model,
     split_list,
     spread,
+    write_results,
 )
 
 BIN = Path(sys.executable).parent
@@ -566,10 +567,7 @@ def main() -> None:
     models = build_models(args.work)
     results = run(args, models)
     results["summary"] = summarize(results)
-    (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results) + "\n"
-    (args.work / "results.md").write_text(table)
-    print(table)
+    write_results(args.work, results, markdown(results))
 
 
 if __name__ == "__main__":

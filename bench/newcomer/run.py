@@ -22,7 +22,6 @@ results.json and results.md (the table README.md quotes).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess  # nosec B404 - benchmark driver runs fixed commands
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import REPO, load_avg, machine  # noqa: E402
+from common import REPO, load_avg, machine, write_results  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "newcomer"
 STEPS = [
@@ -117,10 +116,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the clone (it is kept when a step fails)")
     args = parser.parse_args()
     result = run(args.with_test, args.cold, args.keep)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "results.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(RESULTS, result, markdown(result))
     if any(s["exit"] != 0 for s in result["steps"]):
         sys.exit(1)
 

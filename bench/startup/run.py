@@ -46,7 +46,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from common import fmt, load_avg, machine, ratio, rotations, spread  # noqa: E402
+from common import fmt, load_avg, machine, ratio, rotations, spread, write_results  # noqa: E402
 
 BIN = Path(sys.executable).parent
 NAME = "startup-bench"
@@ -296,10 +296,7 @@ def main() -> None:
     args = parser.parse_args()
     results = run(args)
     results["summary"] = summarize(results)
-    (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results) + "\n"
-    (args.work / "results.md").write_text(table)
-    print(table)
+    write_results(args.work, results, markdown(results))
 
 
 if __name__ == "__main__":

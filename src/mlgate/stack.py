@@ -188,6 +188,17 @@ def _process(pid: int | None, marker: str) -> Any:
         return None
 
 
+def _alive(pid: int) -> bool:
+    """The process we just spawned still runs. Not _process: between fork and exec a child's command line is
+    still its parent's, so under load the marker check called a starting server dead ("exited")."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _marker(settings: StackSettings, name: str) -> str:
     """Text that appears in the command line of this stack's ``name`` process and no other."""
     if name == "postgres":
@@ -393,7 +404,7 @@ def _start_s3(settings: StackSettings, timeout: float) -> None:
         lambda: _port_open(settings.host, settings.s3_port),
         timeout,
         _paths(root)["logs"] / "s3.log",
-        alive=lambda: _running(settings, "s3") is not None,
+        alive=lambda: _alive(pid),
     )
     client = settings.s3_client()
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
@@ -460,7 +471,7 @@ def _start_mlflow(settings: StackSettings, timeout: float) -> None:
         lambda: health(settings.tracking_uri),
         timeout,
         _paths(root)["logs"] / "mlflow.log",
-        alive=lambda: _running(settings, "mlflow") is not None,
+        alive=lambda: _alive(pid),
     )
 
 

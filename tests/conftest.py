@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess  # nosec B404 - docker info
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +101,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
             return self._groups.get(nodeid, nodeid)
 
     return SharedServers(config, log)
+
+
+def docker_ok() -> bool:
+    """A docker CLI on PATH whose engine answers (`docker info`)."""
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0  # nosec
 
 
 def require(condition: bool, reason: str) -> None:

@@ -19,7 +19,7 @@ from mlgate.io import filesystem
 from tests.batch.conftest import run_score
 from tests.batch.test_bad_inputs import non_utf8, penguins, semicolons, with_value, write_csv
 from tests.batch.test_score import corrupt_copy
-from tests.conftest import PENGUINS, REPO, require
+from tests.conftest import PENGUINS, REPO, docker_ok, require
 
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 
@@ -148,11 +148,7 @@ def test_both_engines_read_and_write_s3(
 @pytest.mark.slow
 @pytest.mark.container
 def test_image_scores_a_sample_file(trained_model: dict, tmp_path: Path) -> None:
-    require(
-        shutil.which("docker") is not None
-        and subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0,  # nosec
-        "a Docker-compatible engine is needed (../shared/container-engine/setup)",
-    )
+    require(docker_ok(), "a Docker-compatible engine is needed (../shared/container-engine/setup)")
     bundle = Path(shutil.copytree(trained_model["model_dir"], tmp_path / "model"))
     (bundle / "mlgate_bundle.json").write_text(json.dumps({"name": "penguins-classifier", "version": "7"}))
     tag = "mlgate-batch:test"

@@ -13,15 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.ci.workflows import REPO, makefile_targets
-from tests.conftest import make_config, require, write_config
+from tests.conftest import docker_ok, make_config, require, write_config
 
 IMAGE_REPO = "mlgate-test/ci"
-
-
-def _docker_ok() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
 
 
 def _make(*args: str) -> subprocess.CompletedProcess:
@@ -63,7 +57,7 @@ def test_ci_pipeline_promotes_and_builds_then_a_failing_gate_stops_before_any_im
         {"stack-up", "stack-down", "model-bundle", "image-serving", "image-batch"} <= targets,
         "the stack, serving and batch make targets are not all there yet",
     )
-    require(_docker_ok(), "no container engine (../shared/container-engine/setup)")
+    require(docker_ok(), "no container engine (../shared/container-engine/setup)")
     # under /tmp with mode 0711, not pytest's 0700 temp root: PostgreSQL runs unprivileged as root
     stack = Path(tempfile.mkdtemp(prefix="mlgate-ci-stack-"))
     stack.chmod(0o711)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mlgate.stack import free_port, health
-from tests.conftest import REPO, require
+from tests.conftest import REPO, docker_ok, require
 
 COMPOSE = REPO / "docker-compose.yml"
 
@@ -24,12 +24,6 @@ def _compose_command() -> list[str] | None:
     ):
         return ["docker", "compose"]
     return ["docker-compose"] if shutil.which("docker-compose") else None
-
-
-def _docker_ok() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
 
 
 def test_compose_publishes_on_loopback_only_and_takes_secrets_from_the_env_file() -> None:
@@ -66,7 +60,7 @@ def test_compose_config_validates() -> None:
 @pytest.mark.slow
 @pytest.mark.container
 def test_server_image_runs_as_non_root_and_answers_health(tmp_path: Path) -> None:
-    require(_docker_ok(), "no container engine (../shared/container-engine/setup)")
+    require(docker_ok(), "no container engine (../shared/container-engine/setup)")
     tag = f"mlgate-mlflow-server:test-{uuid.uuid4().hex[:8]}"
     build = subprocess.run(  # nosec B603 - fixed argv
         ["docker", "build", "-q", "-f", "stack/Dockerfile", "-t", tag, "stack"],
